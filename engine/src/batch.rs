@@ -33,9 +33,15 @@ impl Span {
     #[inline]
     pub fn get(self, arena: &[u8]) -> &[u8] {
         let start = self.start as usize;
-        arena
-            .get(start..start + self.len as usize)
-            .unwrap_or_default()
+        arena.get(start..start + self.len as usize).unwrap_or_default()
+    }
+
+    /// Appends `bytes` to `arena` and returns the span that covers them.
+    #[inline]
+    pub fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
+        let start = arena.len() as u32;
+        arena.extend_from_slice(bytes);
+        Span { start, len: bytes.len() as u32 }
     }
 
     /// Length in bytes.
@@ -48,17 +54,6 @@ impl Span {
     #[inline]
     pub fn is_empty(self) -> bool {
         self.len == 0
-    }
-}
-
-/// Appends `bytes` to `arena` and returns the span that covers them.
-#[inline]
-pub(crate) fn push_bytes(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
-    let start = arena.len() as u32;
-    arena.extend_from_slice(bytes);
-    Span {
-        start,
-        len: bytes.len() as u32,
     }
 }
 
@@ -101,12 +96,7 @@ pub struct EventBatch<E> {
 
 impl<E> Default for EventBatch<E> {
     fn default() -> Self {
-        Self {
-            records: Vec::new(),
-            events: Vec::new(),
-            malformed: Vec::new(),
-            bytes: Vec::new(),
-        }
+        Self { records: Vec::new(), events: Vec::new(), malformed: Vec::new(), bytes: Vec::new() }
     }
 }
 
@@ -144,7 +134,7 @@ impl<E> EventBatch<E> {
     /// Copies a string into the arena.
     #[inline]
     pub fn push_bytes(&mut self, bytes: &[u8]) -> Span {
-        push_bytes(&mut self.bytes, bytes)
+        Span::push(&mut self.bytes, bytes)
     }
 
     /// Adds a well-formed event of record `record`.
@@ -162,12 +152,7 @@ impl<E> EventBatch<E> {
         events: u32,
     ) {
         let payload = self.push_bytes(payload);
-        self.malformed.push(Malformed {
-            record,
-            reason,
-            payload,
-            events,
-        });
+        self.malformed.push(Malformed { record, reason, payload, events });
     }
 }
 
@@ -183,20 +168,14 @@ pub struct Updates<U> {
 
 impl<U> Default for Updates<U> {
     fn default() -> Self {
-        Self {
-            items: Vec::new(),
-            bytes: Vec::new(),
-        }
+        Self { items: Vec::new(), bytes: Vec::new() }
     }
 }
 
 impl<U> Updates<U> {
     /// Empty updates with room for `items` updates and `bytes` bytes of strings.
     pub fn with_capacity(items: usize, bytes: usize) -> Self {
-        Self {
-            items: Vec::with_capacity(items),
-            bytes: Vec::with_capacity(bytes),
-        }
+        Self { items: Vec::with_capacity(items), bytes: Vec::with_capacity(bytes) }
     }
 
     /// Empties the container, keeping its capacity.
@@ -218,7 +197,7 @@ impl<U> Updates<U> {
     /// Copies a string into the arena.
     #[inline]
     pub fn push_bytes(&mut self, bytes: &[u8]) -> Span {
-        push_bytes(&mut self.bytes, bytes)
+        Span::push(&mut self.bytes, bytes)
     }
 
     /// Adds an update attributed to record `src`.

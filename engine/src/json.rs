@@ -43,7 +43,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[inline]
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
     } else {
         out.extend_from_slice(b"null");
     }
@@ -79,14 +79,9 @@ mod tests {
 
     #[test]
     fn strings_round_trip_through_a_json_parser() {
-        for s in [
-            "",
-            "p1",
-            "quote\"back\\slash",
-            "ctl\u{1}\u{1f}\n\r\t\u{8}\u{c}",
-            "é漢字🎮",
-            "\u{7f}",
-        ] {
+        for s in
+            ["", "p1", "quote\"back\\slash", "ctl\u{1}\u{1f}\n\r\t\u{8}\u{c}", "é漢字🎮", "\u{7f}"]
+        {
             let written = string(s);
             let parsed: String = serde_json::from_str(&written).unwrap();
             assert_eq!(parsed, s, "{written}");
@@ -100,11 +95,7 @@ mod tests {
             out.clear();
             write_f64(&mut out, v);
             let text = std::str::from_utf8(&out).unwrap();
-            assert_eq!(
-                text.parse::<f64>().unwrap().to_bits(),
-                v.to_bits(),
-                "{text}"
-            );
+            assert_eq!(text.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{text}");
             assert!(serde_json::from_str::<f64>(text).is_ok(), "{text} is JSON");
         }
         out.clear();

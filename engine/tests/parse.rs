@@ -26,11 +26,7 @@ fn parse_bytes(record: &[u8]) -> Parsed {
         ids
     };
     Parsed {
-        events: batch
-            .events
-            .iter()
-            .map(|p| (p.event, ids(&p.event)))
-            .collect(),
+        events: batch.events.iter().map(|p| (p.event, ids(&p.event))).collect(),
         malformed: batch
             .malformed
             .iter()
@@ -163,35 +159,20 @@ fn field_rules_table() {
 fn id_length_is_counted_in_utf8_bytes() {
     let event = |id: &str| format!(r#"{{"type":"spawn","player":"{id}","seq":1}}"#);
     assert_eq!(verdict(&event(&"a".repeat(64))), OK);
-    assert_eq!(
-        verdict(&event(&"a".repeat(65))),
-        Some("out_of_range_player")
-    );
+    assert_eq!(verdict(&event(&"a".repeat(65))), Some("out_of_range_player"));
     // 32 two-byte characters are 64 bytes; 33 are 66.
     assert_eq!(verdict(&event(&"é".repeat(32))), OK);
-    assert_eq!(
-        verdict(&event(&"é".repeat(33))),
-        Some("out_of_range_player")
-    );
+    assert_eq!(verdict(&event(&"é".repeat(33))), Some("out_of_range_player"));
     // 16 four-byte characters are 64 bytes, and 65 with one more ASCII byte.
     assert_eq!(verdict(&event(&"🎮".repeat(16))), OK);
-    assert_eq!(
-        verdict(&event(&format!("{}x", "🎮".repeat(16)))),
-        Some("out_of_range_player")
-    );
+    assert_eq!(verdict(&event(&format!("{}x", "🎮".repeat(16)))), Some("out_of_range_player"));
     // An escape counts as the bytes it decodes to: 64 escaped 'a's are 64 bytes.
     assert_eq!(verdict(&event(&r"\u0061".repeat(64))), OK);
-    assert_eq!(
-        verdict(&event(&r"\u0061".repeat(65))),
-        Some("out_of_range_player")
-    );
+    assert_eq!(verdict(&event(&r"\u0061".repeat(65))), Some("out_of_range_player"));
     let shoot =
         |id: &str| format!(r#"{{"type":"shoot","player":"p","seq":1,"target":"{id}","damage":1}}"#);
     assert_eq!(verdict(&shoot(&"t".repeat(64))), OK);
-    assert_eq!(
-        verdict(&shoot(&"t".repeat(65))),
-        Some("out_of_range_target")
-    );
+    assert_eq!(verdict(&shoot(&"t".repeat(65))), Some("out_of_range_target"));
     let loot = |id: &str| format!(r#"{{"type":"loot","player":"p","seq":1,"item":"{id}"}}"#);
     assert_eq!(verdict(&loot(&"i".repeat(64))), OK);
     assert_eq!(verdict(&loot(&"i".repeat(65))), Some("out_of_range_item"));
@@ -239,10 +220,7 @@ fn array_framing_processes_good_elements_and_dead_letters_the_record_once() {
     assert_eq!(p.events.len(), 2);
     assert_eq!(p.events[0].1, ["a"]);
     assert_eq!(p.events[1].1, ["a", "i"]);
-    assert_eq!(
-        p.malformed,
-        [("not_an_object", record.as_bytes().to_vec(), 2)]
-    );
+    assert_eq!(p.malformed, [("not_an_object", record.as_bytes().to_vec(), 2)]);
 }
 
 #[test]
@@ -251,26 +229,13 @@ fn array_with_an_out_of_range_number_keeps_its_other_elements() {
     let p = parse(record);
     let players: Vec<_> = p.events.iter().map(|(_, ids)| ids[0].clone()).collect();
     assert_eq!(players, ["a", "b"]);
-    assert_eq!(
-        p.malformed,
-        [("out_of_range_x", record.as_bytes().to_vec(), 1)]
-    );
+    assert_eq!(p.malformed, [("out_of_range_x", record.as_bytes().to_vec(), 1)]);
 }
 
 #[test]
 fn single_element_array_and_single_line_records_work() {
-    assert_eq!(
-        parse(r#"[{"type":"spawn","player":"a","seq":1}]"#)
-            .events
-            .len(),
-        1
-    );
-    assert_eq!(
-        parse(r#"{"type":"spawn","player":"a","seq":1}"#)
-            .events
-            .len(),
-        1
-    );
+    assert_eq!(parse(r#"[{"type":"spawn","player":"a","seq":1}]"#).events.len(), 1);
+    assert_eq!(parse(r#"{"type":"spawn","player":"a","seq":1}"#).events.len(), 1);
 }
 
 #[test]
@@ -280,33 +245,15 @@ fn whole_record_malformations_table() {
         (b"  \n\t ", "no_event"),
         (b"[]", "no_event"),
         (b" [ ] ", "no_event"),
-        (
-            b"[{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1}",
-            "invalid_json",
-        ),
-        (
-            b"[{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1},]",
-            "invalid_json",
-        ),
-        (
-            b"[{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1}] [1]",
-            "invalid_json",
-        ),
+        (b"[{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1}", "invalid_json"),
+        (b"[{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1},]", "invalid_json"),
+        (b"[{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1}] [1]", "invalid_json"),
         (b"[NaN]", "invalid_json"),
         (b"\"spawn\"", "bad_framing"),
         (b"42", "bad_framing"),
-        (
-            b"\xef\xbb\xbf{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1}",
-            "bad_framing",
-        ),
-        (
-            b"{\"type\":\"spawn\",\"player\":\"\xff\",\"seq\":1}",
-            "not_utf8",
-        ),
-        (
-            b"[{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1}]\xc3",
-            "not_utf8",
-        ),
+        (b"\xef\xbb\xbf{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1}", "bad_framing"),
+        (b"{\"type\":\"spawn\",\"player\":\"\xff\",\"seq\":1}", "not_utf8"),
+        (b"[{\"type\":\"spawn\",\"player\":\"a\",\"seq\":1}]\xc3", "not_utf8"),
     ];
     for (record, reason) in cases {
         let p = parse_bytes(record);
@@ -326,16 +273,110 @@ fn events_of_one_record_keep_their_order_and_record_index() {
     .iter()
     .enumerate()
     {
-        let r = batch.push_record(RecordMeta {
-            offset: i as i64,
-            ..RecordMeta::default()
-        });
+        let r = batch.push_record(RecordMeta { offset: i as i64, ..RecordMeta::default() });
         parser.parse(record.as_bytes(), r, &mut batch);
     }
-    let got: Vec<(u32, &[u8])> = batch
-        .events
-        .iter()
-        .map(|p| (p.record, p.event.player.get(&batch.bytes)))
-        .collect();
+    let got: Vec<(u32, &[u8])> =
+        batch.events.iter().map(|p| (p.record, p.event.player.get(&batch.bytes))).collect();
     assert_eq!(got, [(0, &b"a"[..]), (1, b"b"), (1, b"c")]);
+}
+
+#[test]
+fn ndjson_values_spanning_lines_are_malformed_lines_not_merged_events() {
+    let cases = [
+        // A value split over two lines, and two values on one line: as many elements
+        // as lines when joined into an array, yet not one per line.
+        concat!(
+            r#"{"type":"spawn","player":"a","seq":1,"pad":[1"#,
+            "\n",
+            "2]}",
+            "\n",
+            r#"{"type":"spawn","player":"b","seq":1},{"type":"spawn","player":"c","seq":1}"#,
+        ),
+        concat!(
+            r#"{"type":"spawn","player":"a","seq":1,"pad":[{}"#,
+            "\n",
+            "{}]}",
+            "\n",
+            r#"{"type":"spawn","player":"b","seq":1},{"type":"spawn","player":"c","seq":1}"#,
+        ),
+    ];
+    for record in cases {
+        let p = parse(record);
+        assert!(p.events.is_empty(), "{record}: {p:?}");
+        assert_eq!(p.malformed.len(), 3, "{record}: {p:?}");
+        assert!(p.malformed.iter().all(|m| m.0 == "invalid_json" && m.2 == 1));
+    }
+}
+
+#[test]
+fn separators_inside_strings_do_not_confuse_ndjson_lines() {
+    let record = concat!(
+        r#"{"type":"spawn","player":"a},{\"b\":[","seq":1}"#,
+        "\n",
+        r#"{"type":"loot","player":"a},{\"b\":[","seq":2,"item":"],[{,"}"#,
+    );
+    let p = parse(record);
+    assert!(p.malformed.is_empty(), "{p:?}");
+    assert_eq!(p.events[1].1, [r#"a},{"b":["#, "],[{,"]);
+}
+
+/// Events without their arena positions: ids, seq, and the action's type and numbers.
+fn comparable(events: &[(Event, Vec<String>)]) -> Vec<(Vec<String>, u64, &'static str, Vec<f64>)> {
+    events
+        .iter()
+        .map(|(e, ids)| {
+            let (kind, numbers) = match e.action {
+                Action::Spawn { pos } => ("spawn", pos.to_vec()),
+                Action::Move { pos } => ("move", pos.to_vec()),
+                Action::Rotate { yaw, pitch } => ("rotate", vec![yaw, pitch]),
+                Action::Shoot { damage, .. } => ("shoot", vec![f64::from(damage)]),
+                Action::Loot { .. } => ("loot", vec![]),
+            };
+            (ids.clone(), e.seq, kind, numbers)
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    /// An NDJSON record parses exactly as its lines do one by one, whatever the lines.
+    #[test]
+    fn an_ndjson_record_parses_like_its_lines_one_by_one(
+        lines in proptest::collection::vec(proptest::sample::select(vec![
+            r#"{"type":"spawn","player":"a","seq":1}"#,
+            r#"{"type":"move","player":"a","seq":2,"x":1,"y":2,"z":3}"#,
+            r#"{"type":"loot","player":"b","seq":3,"item":"i,]}"}"#,
+            r#"{"type":"spawn","player":"c","seq":1,"pad":[1"#,
+            "2]}",
+            "{}]}",
+            r#"{"type":"spawn","player":"d","seq":1,"pad":[{}"#,
+            r#"{"type":"spawn","player":"e","seq":1},{"type":"spawn","player":"f","seq":1}"#,
+            r#"{"type":"move","player":"a","seq":4,"x":1e400,"y":0,"z":0}"#,
+            r#"{"type":"spawn","player":"","seq":1}"#,
+            "[1,2]",
+            r#""text""#,
+            "",
+            "  \r",
+            "{",
+            "}",
+        ]), 1..12),
+    ) {
+        let mut record = lines.join("\n");
+        if !record.trim_start().starts_with('{') {
+            record.insert_str(0, "{\"type\":\"spawn\",\"player\":\"z\",\"seq\":1}\n");
+        }
+        let whole = parse(&record);
+        let mut events = Vec::new();
+        let mut malformed = Vec::new();
+        let head = r#"{"type":"spawn","player":"h","seq":1}"#;
+        for line in record.split('\n').filter(|l| !l.trim().is_empty()) {
+            // The line after a well-formed one, so that it is read as an NDJSON line
+            // whatever its first byte.
+            let p = parse(&format!("{head}\n{line}"));
+            events.extend(p.events.into_iter().skip(1));
+            malformed.extend(p.malformed);
+        }
+        proptest::prop_assert_eq!(comparable(&whole.events), comparable(&events));
+        proptest::prop_assert_eq!(whole.malformed, malformed);
+    }
 }

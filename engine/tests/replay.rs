@@ -18,10 +18,7 @@ struct State {
 fn state(w: &SpecWorld) -> State {
     State {
         players: w.players().map(|(id, p)| (id.to_vec(), *p)).collect(),
-        items: w
-            .items()
-            .map(|(id, by)| (id.to_vec(), by.to_vec()))
-            .collect(),
+        items: w.items().map(|(id, by)| (id.to_vec(), by.to_vec())).collect(),
     }
 }
 
@@ -83,11 +80,7 @@ fn apply(
     let mut publish = |updates: &mut Updates<_>| {
         for (src, u) in &updates.items {
             SpecEncoder.encode(src, u, &updates.bytes, &mut key, &mut value);
-            published.push((
-                key.clone(),
-                src.offset,
-                serde_json::from_slice(&value).unwrap(),
-            ));
+            published.push((key.clone(), src.offset, serde_json::from_slice(&value).unwrap()));
         }
         updates.clear();
     };

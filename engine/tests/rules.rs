@@ -17,11 +17,7 @@ fn run(world: &mut SpecWorld, lines: &[&str]) -> Vec<&'static str> {
         };
         let r = batch.push_record(meta);
         parser.parse(line.as_bytes(), r, &mut batch);
-        assert!(
-            batch.malformed.is_empty(),
-            "{line} is malformed: {:?}",
-            batch.malformed
-        );
+        assert!(batch.malformed.is_empty(), "{line} is malformed: {:?}", batch.malformed);
         for e in &batch.events {
             outcomes.push(match world.apply(&e.event, &batch.bytes, &meta) {
                 Outcome::Applied => "applied",
@@ -49,9 +45,7 @@ fn loot(p: &str, seq: u64, item: &str) -> String {
 }
 
 fn player(world: &SpecWorld, id: &str) -> PlayerState {
-    *world
-        .player(id.as_bytes())
-        .unwrap_or_else(|| panic!("no player {id}"))
+    *world.player(id.as_bytes()).unwrap_or_else(|| panic!("no player {id}"))
 }
 
 fn lines(v: &[String]) -> Vec<&str> {
@@ -64,19 +58,13 @@ fn spawn_creates_a_player_with_full_health_at_the_given_position() {
     assert_eq!(run(&mut w, &[&spawn("p", 5)]), ["applied"]);
     let p = player(&w, "p");
     assert_eq!((p.x, p.y, p.z, p.yaw, p.pitch), (1.0, 2.0, 3.0, 0.0, 0.0));
-    assert_eq!(
-        (p.hp, p.alive, p.score, p.loot, p.seq),
-        (100, true, 0, 0, 5)
-    );
+    assert_eq!((p.hp, p.alive, p.score, p.loot, p.seq), (100, true, 0, 0, 5));
 }
 
 #[test]
 fn spawn_with_stale_seq_is_rejected_and_changes_nothing() {
     let mut w = SpecWorld::new();
-    let out = run(
-        &mut w,
-        &lines(&[spawn("p", 5), spawn("p", 5), spawn("p", 4)]),
-    );
+    let out = run(&mut w, &lines(&[spawn("p", 5), spawn("p", 5), spawn("p", 4)]));
     assert_eq!(out, ["applied", "stale_seq", "stale_seq"]);
     assert_eq!(player(&w, "p").seq, 5);
 }
@@ -96,12 +84,7 @@ fn respawn_restores_health_and_position_but_keeps_score_loot_and_orientation() {
             r#"{"type":"spawn","player":"p","seq":9,"x":-5}"#.to_string(),
         ]),
     );
-    assert_eq!(
-        out,
-        [
-            "applied", "applied", "applied", "applied", "applied", "dead", "applied"
-        ]
-    );
+    assert_eq!(out, ["applied", "applied", "applied", "applied", "applied", "dead", "applied"]);
     let p = player(&w, "p");
     assert_eq!((p.x, p.y, p.z), (-5.0, 0.0, 0.0));
     assert_eq!((p.hp, p.alive, p.seq), (100, true, 9));
@@ -130,12 +113,7 @@ fn stale_seq_is_checked_before_everything_else() {
     let mut w = SpecWorld::new();
     let out = run(
         &mut w,
-        &lines(&[
-            spawn("p", 10),
-            mv("p", 10, 5.0),
-            mv("p", 3, 5.0),
-            shoot("p", 1, "nobody", 1),
-        ]),
+        &lines(&[spawn("p", 10), mv("p", 10, 5.0), mv("p", 3, 5.0), shoot("p", 1, "nobody", 1)]),
     );
     assert_eq!(out, ["applied", "stale_seq", "stale_seq", "stale_seq"]);
     assert_eq!(player(&w, "p").x, 1.0);
@@ -162,10 +140,7 @@ fn a_dead_player_cannot_act_but_its_seq_still_advances() {
 #[test]
 fn move_sets_the_position() {
     let mut w = SpecWorld::new();
-    assert_eq!(
-        run(&mut w, &lines(&[spawn("p", 1), mv("p", 2, -7.5)])),
-        ["applied", "applied"]
-    );
+    assert_eq!(run(&mut w, &lines(&[spawn("p", 1), mv("p", 2, -7.5)])), ["applied", "applied"]);
     let p = player(&w, "p");
     assert_eq!((p.x, p.y, p.z, p.seq), (-7.5, 0.0, 0.0, 2));
 }
@@ -182,11 +157,7 @@ fn rotate_wraps_yaw_and_clamps_pitch() {
         let mut w = SpecWorld::new();
         run(&mut w, &lines(&[spawn("p", 1), rotate("p", 2, yaw, pitch)]));
         let p = player(&w, "p");
-        assert_eq!(
-            (p.yaw, p.pitch),
-            (want_yaw, want_pitch),
-            "yaw {yaw} pitch {pitch}"
-        );
+        assert_eq!((p.yaw, p.pitch), (want_yaw, want_pitch), "yaw {yaw} pitch {pitch}");
     }
 }
 
@@ -196,10 +167,7 @@ fn shoot_rules_table() {
     let cases: &[(&[String], &str)] = &[
         (&[shoot("p", 2, "nobody", 10)], "unknown_target"),
         (&[shoot("p", 2, "p", 10)], "self_target"),
-        (
-            &[shoot("p", 2, "q", 100), shoot("p", 3, "q", 1)],
-            "target_dead",
-        ),
+        (&[shoot("p", 2, "q", 100), shoot("p", 3, "q", 1)], "target_dead"),
         (&[shoot("p", 2, "q", 10)], "applied"),
     ];
     for (events, want) in cases {
@@ -218,11 +186,7 @@ fn shoot_on_unknown_target_is_rejected_and_advances_seq() {
     let mut w = SpecWorld::new();
     let out = run(
         &mut w,
-        &lines(&[
-            spawn("p", 1),
-            shoot("p", 5, "nobody", 10),
-            shoot("p", 5, "nobody", 10),
-        ]),
+        &lines(&[spawn("p", 1), shoot("p", 5, "nobody", 10), shoot("p", 5, "nobody", 10)]),
     );
     assert_eq!(out, ["applied", "unknown_target", "stale_seq"]);
     assert_eq!(player(&w, "p").seq, 5);
@@ -241,10 +205,7 @@ fn shooting_to_zero_kills_and_scores_once() {
             shoot("p", 4, "q", 60),
         ]),
     );
-    assert_eq!(
-        out,
-        ["applied", "applied", "applied", "applied", "target_dead"]
-    );
+    assert_eq!(out, ["applied", "applied", "applied", "applied", "target_dead"]);
     let q = player(&w, "q");
     assert_eq!((q.hp, q.alive), (0, false));
     assert_eq!(player(&w, "p").score, 1);
@@ -253,10 +214,7 @@ fn shooting_to_zero_kills_and_scores_once() {
 #[test]
 fn damage_below_remaining_health_does_not_kill() {
     let mut w = SpecWorld::new();
-    run(
-        &mut w,
-        &lines(&[spawn("p", 1), spawn("q", 1), shoot("p", 2, "q", 99)]),
-    );
+    run(&mut w, &lines(&[spawn("p", 1), spawn("q", 1), shoot("p", 2, "q", 99)]));
     let q = player(&w, "q");
     assert_eq!((q.hp, q.alive), (1, true));
     assert_eq!(player(&w, "p").score, 0);
@@ -275,16 +233,7 @@ fn an_item_is_claimed_once() {
             loot("p", 3, "gem"),
         ]),
     );
-    assert_eq!(
-        out,
-        [
-            "applied",
-            "applied",
-            "applied",
-            "already_claimed",
-            "already_claimed"
-        ]
-    );
+    assert_eq!(out, ["applied", "applied", "applied", "already_claimed", "already_claimed"]);
     assert_eq!(w.item_claimed_by(b"gem"), Some(&b"p"[..]));
     assert_eq!((player(&w, "p").loot, player(&w, "q").loot), (1, 0));
     assert_eq!((player(&w, "p").seq, player(&w, "q").seq), (3, 2));
@@ -322,10 +271,7 @@ fn encoded_updates(world: &mut SpecWorld, lines: &[&str]) -> Vec<(String, serde_
         .iter()
         .map(|(src, u)| {
             SpecEncoder.encode(src, u, &updates.bytes, &mut key, &mut value);
-            (
-                String::from_utf8(key.clone()).unwrap(),
-                serde_json::from_slice(&value).unwrap(),
-            )
+            (String::from_utf8(key.clone()).unwrap(), serde_json::from_slice(&value).unwrap())
         })
         .collect()
 }

@@ -19,10 +19,33 @@ const MAX_DAMAGE: i64 = 100;
 
 /// Parses records of the specification's event format.
 pub struct SpecParser {
+    json: Json,
+}
+
+/// simd-json's reusable state: its buffers, its tape and a padded scratch copy of the
+/// document (simd-json parses in place).
+struct Json {
     buffers: Buffers,
     // Always empty between calls; `'static` only because an empty tape borrows nothing.
     tape: Tape<'static>,
     scratch: Vec<u8>,
+}
+
+impl Json {
+    /// Parses `doc` as one JSON document and hands its root to `f`, or `None` when `doc`
+    /// is not valid JSON.
+    fn parse<R>(&mut self, doc: &[u8], f: impl FnOnce(Option<Value<'_, '_>>) -> R) -> R {
+        let len = doc.len();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(doc);
+        self.scratch.resize(len + simd_json::INPUT_PADDING, b' ');
+        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let parsed =
+            simd_json::fill_tape_padded(&mut self.scratch, len, &mut self.buffers, &mut tape);
+        let result = f(parsed.ok().map(|()| tape.as_value()));
+        self.tape = tape.reset();
+        result
+    }
 }
 
 impl Default for SpecParser {
@@ -36,25 +59,12 @@ impl SpecParser {
     /// seen and stay there.
     pub fn new() -> Self {
         Self {
-            buffers: Buffers::new(16 * 1024),
-            tape: Tape(Vec::with_capacity(2048)),
-            scratch: Vec::with_capacity(16 * 1024 + simd_json::INPUT_PADDING),
+            json: Json {
+                buffers: Buffers::new(16 * 1024),
+                tape: Tape(Vec::with_capacity(2048)),
+                scratch: Vec::with_capacity(16 * 1024 + simd_json::INPUT_PADDING),
+            },
         }
-    }
-
-    /// Parses `doc` as one JSON document and hands its root to `f`, or `None` when `doc`
-    /// is not valid JSON.
-    fn with_document<R>(&mut self, doc: &[u8], f: impl FnOnce(Option<Value<'_, '_>>) -> R) -> R {
-        let len = doc.len();
-        self.scratch.clear();
-        self.scratch.extend_from_slice(doc);
-        self.scratch.resize(len + simd_json::INPUT_PADDING, b' ');
-        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
-        let parsed =
-            simd_json::fill_tape_padded(&mut self.scratch, len, &mut self.buffers, &mut tape);
-        let result = f(parsed.ok().map(|()| tape.as_value()));
-        self.tape = tape.reset();
-        result
     }
 
     /// Parses one document that should hold exactly one event object.
@@ -63,16 +73,7 @@ impl SpecParser {
         doc: &[u8],
         batch: &mut EventBatch<Event>,
     ) -> Result<Event, &'static str> {
-        let fast = self.with_document(doc, |root| {
-            root.map(|root| {
-                let object = root.as_object().ok_or("not_an_object")?;
-                let mut fields = Fields::default();
-                for (key, value) in &object {
-                    fields.set(key, || scalar(value));
-                }
-                validate(&fields, batch)
-            })
-        });
+        let fast = self.json.parse(doc, |root| root.map(|root| event(root, batch)));
         // simd-json refuses numbers beyond f64 and u64 range; JSON does not, so such a
         // document takes the slower path that reads numbers from their text.
         fast.unwrap_or_else(|| fallback::parse_event(doc, batch))
@@ -92,20 +93,10 @@ impl SpecParser {
 
     fn parse_array(&mut self, bytes: &[u8], record: u32, batch: &mut EventBatch<Event>) {
         let mut bad = Bad::default();
-        let fast = self.with_document(bytes, |root| {
+        let fast = self.json.parse(bytes, |root| {
             let array = root?.as_array()?;
             for element in &array {
-                let event = element
-                    .as_object()
-                    .ok_or("not_an_object")
-                    .and_then(|object| {
-                        let mut fields = Fields::default();
-                        for (key, value) in &object {
-                            fields.set(key, || scalar(value));
-                        }
-                        validate(&fields, batch)
-                    });
-                bad.push(record, event, batch);
+                bad.push(record, event(element, batch), batch);
             }
             Some(array.len())
         });
@@ -126,6 +117,24 @@ impl SpecParser {
             Err(reason) => batch.push_malformed(record, reason, bytes, 1),
         }
     }
+}
+
+/// The event an array element or a document root holds.
+fn event(root: Value<'_, '_>, batch: &mut EventBatch<Event>) -> Result<Event, &'static str> {
+    let object = root.as_object().ok_or("not_an_object")?;
+    fields(&object, batch)
+}
+
+/// Validates the fields of an event object.
+fn fields(
+    object: &simd_json::tape::Object<'_, '_>,
+    batch: &mut EventBatch<Event>,
+) -> Result<Event, &'static str> {
+    let mut fields = Fields::default();
+    for (key, value) in object {
+        fields.set(key, || scalar(value));
+    }
+    validate(&fields, batch)
 }
 
 /// The bad elements of an array record: how many, and the first one's reason.
@@ -292,11 +301,7 @@ fn validate(f: &Fields<'_>, batch: &mut EventBatch<Event>) -> Result<Event, &'st
             ],
         },
         "move" => Action::Move {
-            pos: [
-                number(f.x, &field::x)?,
-                number(f.y, &field::y)?,
-                number(f.z, &field::z)?,
-            ],
+            pos: [number(f.x, &field::x)?, number(f.y, &field::y)?, number(f.z, &field::z)?],
         },
         "rotate" => Action::Rotate {
             yaw: number(f.yaw, &field::yaw)?,
@@ -306,16 +311,10 @@ fn validate(f: &Fields<'_>, batch: &mut EventBatch<Event>) -> Result<Event, &'st
             target: id(f.target, &field::target, batch)?,
             damage: integer(f.damage, &field::damage, 1, MAX_DAMAGE)? as u8,
         },
-        "loot" => Action::Loot {
-            item: id(f.item, &field::item, batch)?,
-        },
+        "loot" => Action::Loot { item: id(f.item, &field::item, batch)? },
         _ => return Err("unknown_type"),
     };
-    Ok(Event {
-        player,
-        seq,
-        action,
-    })
+    Ok(Event { player, seq, action })
 }
 
 /// A string of 1 to [`MAX_ID_BYTES`] UTF-8 bytes, copied into the batch arena.
@@ -340,11 +339,9 @@ fn integer(
     max: i64,
 ) -> Result<i64, &'static str> {
     match value {
-        Some(Scalar::Number {
-            integer: true,
-            int: Some(n),
-            ..
-        }) if (min..=max).contains(&n) => Ok(n),
+        Some(Scalar::Number { integer: true, int: Some(n), .. }) if (min..=max).contains(&n) => {
+            Ok(n)
+        }
         Some(Scalar::Number { integer: true, .. }) => Err(reasons.out_of_range),
         Some(_) => Err(reasons.mistyped),
         None => Err(reasons.missing),
@@ -424,9 +421,8 @@ mod fallback {
         }
     }
 
-    const KEYS: [&str; 11] = [
-        "type", "player", "seq", "x", "y", "z", "yaw", "pitch", "target", "damage", "item",
-    ];
+    const KEYS: [&str; 11] =
+        ["type", "player", "seq", "x", "y", "z", "yaw", "pitch", "target", "damage", "item"];
 
     /// The raw text of each known field, in [`KEYS`] order.
     struct RawFields<'a>([(&'static str, Option<&'a RawValue>); 11]);

@@ -58,11 +58,7 @@ pub(super) fn read(world: &mut SpecWorld, bytes: &[u8]) -> Result<(), SnapshotEr
     let items = r.u32()? as usize;
     // Each player takes at least 68 bytes and each item 6: refuse counts the bytes
     // cannot hold before reserving memory for them.
-    if players
-        .saturating_mul(68)
-        .saturating_add(items.saturating_mul(6))
-        > r.0.len()
-    {
+    if players.saturating_mul(68).saturating_add(items.saturating_mul(6)) > r.0.len() {
         return Err(SnapshotError::Truncated);
     }
     world.reserve(players, items, 8);
@@ -85,18 +81,7 @@ pub(super) fn read(world: &mut SpecWorld, bytes: &[u8]) -> Result<(), SnapshotEr
         if world.players.find(id).is_some() {
             return Err(SnapshotError::Corrupt("duplicate player id"));
         }
-        let state = PlayerState {
-            x,
-            y,
-            z,
-            yaw,
-            pitch,
-            seq,
-            score,
-            loot,
-            hp,
-            alive,
-        };
+        let state = PlayerState { x, y, z, yaw, pitch, seq, score, loot, hp, alive };
         world.players.insert(id, state);
     }
     for _ in 0..items {

@@ -53,16 +53,10 @@ impl<T> Table<T> {
         let row = self.rows.len() as u32;
         let key_start = self.keys.len() as u32;
         self.keys.extend_from_slice(key);
-        self.rows.push(Row {
-            value,
-            key_start,
-            key_len: key.len() as u8,
-            mark: 0,
-        });
+        self.rows.push(Row { value, key_start, key_len: key.len() as u8, mark: 0 });
         let hash = self.hasher.hash_one(key);
         let (rows, keys, hasher) = (&self.rows, &self.keys, &self.hasher);
-        self.index
-            .insert_unique(hash, row, |&r| hasher.hash_one(key_of(rows, keys, r)));
+        self.index.insert_unique(hash, row, |&r| hasher.hash_one(key_of(rows, keys, r)));
         row
     }
 
@@ -84,12 +78,9 @@ impl<T> Table<T> {
 
     /// Rows in insertion order.
     pub(super) fn rows(&self) -> impl ExactSizeIterator<Item = (&[u8], &T)> {
-        self.rows.iter().map(|r| {
-            (
-                &self.keys[r.key_start as usize..][..usize::from(r.key_len)],
-                &r.value,
-            )
-        })
+        self.rows
+            .iter()
+            .map(|r| (&self.keys[r.key_start as usize..][..usize::from(r.key_len)], &r.value))
     }
 
     pub(super) fn len(&self) -> usize {
@@ -107,8 +98,7 @@ impl<T> Table<T> {
         self.rows.reserve(rows);
         self.keys.reserve(key_bytes);
         let (rows_ref, keys, hasher) = (&self.rows, &self.keys, &self.hasher);
-        self.index
-            .reserve(rows, |&r| hasher.hash_one(key_of(rows_ref, keys, r)));
+        self.index.reserve(rows, |&r| hasher.hash_one(key_of(rows_ref, keys, r)));
     }
 }
 

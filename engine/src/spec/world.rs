@@ -36,18 +36,7 @@ pub struct PlayerState {
 impl PlayerState {
     fn spawned(pos: [f64; 3], seq: u64) -> Self {
         let [x, y, z] = pos;
-        Self {
-            x,
-            y,
-            z,
-            yaw: 0.0,
-            pitch: 0.0,
-            seq,
-            score: 0,
-            loot: 0,
-            hp: FULL_HP,
-            alive: true,
-        }
+        Self { x, y, z, yaw: 0.0, pitch: 0.0, seq, score: 0, loot: 0, hp: FULL_HP, alive: true }
     }
 }
 
@@ -86,9 +75,7 @@ impl SpecWorld {
 
     /// The state of player `id`.
     pub fn player(&self, id: &[u8]) -> Option<&PlayerState> {
-        self.players
-            .find(id)
-            .map(|row| &self.players.row(row).value)
+        self.players.find(id).map(|row| &self.players.row(row).value)
     }
 
     /// The id of the player that claimed item `id`.
@@ -104,9 +91,7 @@ impl SpecWorld {
 
     /// Every claimed item with the id of its claimant, in claim order.
     pub fn items(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> {
-        self.items
-            .rows()
-            .map(|(id, item)| (id, self.players.key(item.claimed_by)))
+        self.items.rows().map(|(id, item)| (id, self.players.key(item.claimed_by)))
     }
 
     /// Makes room for `players` players and `items` items with ids of about `id_bytes`
@@ -191,9 +176,7 @@ impl World for SpecWorld {
             let Action::Spawn { pos } = event.action else {
                 return Self::rejected(Reject::UnknownPlayer);
             };
-            let p = self
-                .players
-                .insert(id, PlayerState::spawned(pos, event.seq));
+            let p = self.players.insert(id, PlayerState::spawned(pos, event.seq));
             self.touch(Entity::Player(p), src);
             return Outcome::Applied;
         };
@@ -234,10 +217,7 @@ impl World for SpecWorld {
                     let r = self.players.row_mut(row);
                     r.mark = 0;
                     let state = r.value;
-                    Update::Player {
-                        id: out.push_bytes(self.players.key(row)),
-                        state,
-                    }
+                    Update::Player { id: out.push_bytes(self.players.key(row)), state }
                 }
                 Entity::Item(row) => {
                     let r = self.items.row_mut(row);
