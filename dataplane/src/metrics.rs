@@ -1,0 +1,428 @@
+//! The data plane's metrics: atomics written by the pipeline threads once per batch and
+//! read by the admin server, which renders them in the Prometheus text format.
+//!
+//! Every counter has a single writer thread. Writers count into plain locals while they
+//! work through a batch and add the totals once at its end, so the hot path takes no
+//! lock and touches no shared cache line per event.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Upper bounds of the latency buckets, in seconds: fine from 50 µs to 2 ms, where
+/// targets sit, then coarser up to 1 s.
+pub const LATENCY_BUCKETS: [f64; 32] = [
+    0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_4, 0.000_5, 0.000_75, 0.001,
+    0.001_25, 0.001_5, 0.001_75, 0.002, 0.002_5, 0.003, 0.004, 0.005, 0.007_5, 0.01, 0.015, 0.02,
+    0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+];
+
+const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
+
+/// [`LATENCY_BUCKETS`] in nanoseconds, for comparisons without floating point.
+const BOUNDS_NS: [u64; LATENCY_BUCKETS.len()] = {
+    let mut ns = [0; LATENCY_BUCKETS.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (LATENCY_BUCKETS[i] * 1e9 + 0.5) as u64;
+        i += 1;
+    }
+    ns
+};
+
+/// A fixed-bucket histogram of durations.
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last bucket is `+Inf`.
+    buckets: [AtomicU64; BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_ns: AtomicU64::new(0) }
+    }
+}
+
+/// A thread's private histogram, added into a shared [`Histogram`] once per batch.
+#[derive(Clone)]
+pub struct LocalHistogram {
+    buckets: [u64; BUCKETS],
+    sum_ns: u64,
+}
+
+impl Default for LocalHistogram {
+    fn default() -> Self {
+        Self { buckets: [0; BUCKETS], sum_ns: 0 }
+    }
+}
+
+impl LocalHistogram {
+    /// Records one duration.
+    #[inline]
+    pub fn observe_ns(&mut self, ns: u64) {
+        self.observe_n(ns, 1);
+    }
+
+    /// Records `n` observations of the same duration.
+    #[inline]
+    pub fn observe_n(&mut self, ns: u64, n: u64) {
+        let bucket = BOUNDS_NS.partition_point(|&bound| bound < ns);
+        self.buckets[bucket] += n;
+        self.sum_ns = self.sum_ns.wrapping_add(ns.wrapping_mul(n));
+    }
+
+    /// Adds everything recorded into `shared` and starts over.
+    pub fn flush_into(&mut self, shared: &Histogram) {
+        for (local, shared) in self.buckets.iter_mut().zip(&shared.buckets) {
+            if *local != 0 {
+                shared.fetch_add(*local, Relaxed);
+                *local = 0;
+            }
+        }
+        shared.sum_ns.fetch_add(self.sum_ns, Relaxed);
+        self.sum_ns = 0;
+    }
+}
+
+impl Histogram {
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    /// The upper bound (seconds) of the bucket holding quantile `q`, or `None` without
+    /// observations. Coarse by design: the operator reads the exact figure from
+    /// Prometheus; this is for `/status` and logs.
+    pub fn quantile_upper_bound(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+}
+
+/// Offsets and timings of one input partition.
+pub struct PartitionStats {
+    /// Whether this data plane owns the partition now.
+    pub owned: AtomicBool,
+    /// Next offset to process (one past the last processed record); -1 when unknown.
+    pub processed: AtomicI64,
+    /// Next offset committed to the consumer group; -1 when unknown.
+    pub committed: AtomicI64,
+    /// Next offset the latest snapshot reflects; -1 when there is none.
+    pub snapshot: AtomicI64,
+    /// High watermark (next offset to be written) last seen; -1 when unknown.
+    pub high_watermark: AtomicI64,
+    /// Unix time (ms) of the latest snapshot, or of taking the partition before any.
+    pub snapshot_unix_ms: AtomicI64,
+}
+
+impl Default for PartitionStats {
+    fn default() -> Self {
+        Self {
+            owned: AtomicBool::new(false),
+            processed: AtomicI64::new(-1),
+            committed: AtomicI64::new(-1),
+            snapshot: AtomicI64::new(-1),
+            high_watermark: AtomicI64::new(-1),
+            snapshot_unix_ms: AtomicI64::new(0),
+        }
+    }
+}
+
+impl PartitionStats {
+    /// Records not yet processed, when both ends are known.
+    pub fn lag(&self) -> Option<i64> {
+        let (high, done) = (self.high_watermark.load(Relaxed), self.processed.load(Relaxed));
+        (high >= 0 && done >= 0).then(|| (high - done).max(0))
+    }
+}
+
+/// Everything the admin server exposes for one shard.
+pub struct Metrics {
+    shard: String,
+    reject_reasons: &'static [&'static str],
+    /// Events applied (written by the state-machine thread).
+    pub applied: AtomicU64,
+    /// Events rejected, per reason index (state-machine thread).
+    pub rejected: Vec<AtomicU64>,
+    /// Malformed events (state-machine thread).
+    pub malformed: AtomicU64,
+    /// Input records read (IO thread).
+    pub records: AtomicU64,
+    /// Updates handed to the producer (publisher thread).
+    pub updates: AtomicU64,
+    /// Dead letters handed to the producer (publisher thread).
+    pub dead_letters: AtomicU64,
+    /// Record timestamp to update handed to the producer (publisher thread).
+    pub latency: Histogram,
+    /// Record read by the IO thread to update handed to the producer (publisher thread).
+    pub pipeline_latency: Histogram,
+    /// Batches in the IO to state-machine queue.
+    pub queue_depth: AtomicU64,
+    /// Per input partition, indexed by partition number.
+    pub partitions: Vec<PartitionStats>,
+}
+
+impl Metrics {
+    /// Metrics for shard `shard` over an input topic of `partitions` partitions, whose
+    /// world rejects events for `reject_reasons`.
+    pub fn new(shard: &str, partitions: u32, reject_reasons: &'static [&'static str]) -> Self {
+        Self {
+            shard: shard.to_owned(),
+            reject_reasons,
+            applied: AtomicU64::new(0),
+            rejected: reject_reasons.iter().map(|_| AtomicU64::new(0)).collect(),
+            malformed: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            latency: Histogram::default(),
+            pipeline_latency: Histogram::default(),
+            queue_depth: AtomicU64::new(0),
+            partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
+        }
+    }
+
+    /// The shard these metrics describe.
+    pub fn shard(&self) -> &str {
+        &self.shard
+    }
+
+    /// Stats of partition `p`, if the topic has it.
+    pub fn partition(&self, p: u32) -> Option<&PartitionStats> {
+        self.partitions.get(p as usize)
+    }
+
+    /// Number of partitions owned now.
+    pub fn owned_partitions(&self) -> usize {
+        self.partitions.iter().filter(|p| p.owned.load(Relaxed)).count()
+    }
+
+    /// Events of every outcome so far.
+    pub fn events(&self) -> u64 {
+        self.applied.load(Relaxed)
+            + self.malformed.load(Relaxed)
+            + self.rejected.iter().map(|r| r.load(Relaxed)).sum::<u64>()
+    }
+
+    /// Renders every metric in the Prometheus text exposition format, with `now_unix_ms`
+    /// as the reference for ages.
+    pub fn render(&self, now_unix_ms: i64) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let shard = escape_label(&self.shard);
+        let w = &mut out;
+
+        family(w, "gameshard_events_total", "counter", "Events by outcome.");
+        let rejected: u64 = self.rejected.iter().map(|r| r.load(Relaxed)).sum();
+        for (outcome, v) in [
+            ("applied", self.applied.load(Relaxed)),
+            ("rejected", rejected),
+            ("malformed", self.malformed.load(Relaxed)),
+        ] {
+            let _ = writeln!(
+                w,
+                "gameshard_events_total{{shard=\"{shard}\",outcome=\"{outcome}\"}} {v}"
+            );
+        }
+
+        family(w, "gameshard_events_rejected_total", "counter", "Rejected events by reason.");
+        for (reason, v) in self.reject_reasons.iter().zip(&self.rejected) {
+            let reason = escape_label(reason);
+            let v = v.load(Relaxed);
+            let _ = writeln!(
+                w,
+                "gameshard_events_rejected_total{{shard=\"{shard}\",reason=\"{reason}\"}} {v}"
+            );
+        }
+
+        histogram(
+            w,
+            "gameshard_event_latency_seconds",
+            "Record timestamp to update handed to the producer.",
+            &shard,
+            &self.latency,
+        );
+        histogram(
+            w,
+            "gameshard_pipeline_latency_seconds",
+            "Record read from the broker to update handed to the producer.",
+            &shard,
+            &self.pipeline_latency,
+        );
+
+        for (name, help, v) in [
+            ("gameshard_records_total", "Input records read.", &self.records),
+            ("gameshard_updates_total", "Updates handed to the producer.", &self.updates),
+            (
+                "gameshard_dead_letters_total",
+                "Dead letters handed to the producer.",
+                &self.dead_letters,
+            ),
+        ] {
+            family(w, name, "counter", help);
+            let _ = writeln!(w, "{name}{{shard=\"{shard}\"}} {}", v.load(Relaxed));
+        }
+
+        family(w, "gameshard_owned_partitions", "gauge", "Input partitions owned now.");
+        let _ = writeln!(
+            w,
+            "gameshard_owned_partitions{{shard=\"{shard}\"}} {}",
+            self.owned_partitions()
+        );
+
+        family(w, "gameshard_queue_depth", "gauge", "Batches in the IO to state-machine queue.");
+        let _ = writeln!(
+            w,
+            "gameshard_queue_depth{{shard=\"{shard}\"}} {}",
+            self.queue_depth.load(Relaxed)
+        );
+
+        family(
+            w,
+            "gameshard_partition_lag_records",
+            "gauge",
+            "Records behind the high watermark, per owned partition.",
+        );
+        for (p, stats) in self.owned() {
+            if let Some(lag) = stats.lag() {
+                let _ = writeln!(
+                    w,
+                    "gameshard_partition_lag_records{{shard=\"{shard}\",partition=\"{p}\"}} {lag}"
+                );
+            }
+        }
+
+        family(
+            w,
+            "gameshard_snapshot_age_seconds",
+            "gauge",
+            "Seconds since the latest snapshot, per owned partition.",
+        );
+        for (p, stats) in self.owned() {
+            let age = (now_unix_ms - stats.snapshot_unix_ms.load(Relaxed)).max(0) as f64 / 1000.0;
+            let _ = writeln!(
+                w,
+                "gameshard_snapshot_age_seconds{{shard=\"{shard}\",partition=\"{p}\"}} {age}"
+            );
+        }
+        out
+    }
+
+    fn owned(&self) -> impl Iterator<Item = (usize, &PartitionStats)> {
+        self.partitions.iter().enumerate().filter(|(_, s)| s.owned.load(Relaxed))
+    }
+}
+
+fn family(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(w: &mut String, name: &str, help: &str, shard: &str, h: &Histogram) {
+    family(w, name, "histogram", help);
+    let mut cumulative = 0;
+    for (i, bucket) in h.buckets.iter().enumerate() {
+        cumulative += bucket.load(Relaxed);
+        match LATENCY_BUCKETS.get(i) {
+            Some(le) => {
+                let _ = writeln!(w, "{name}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}");
+            }
+            None => {
+                let _ = writeln!(w, "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {cumulative}");
+            }
+        }
+    }
+    let sum = h.sum_ns.load(Relaxed) as f64 / 1e9;
+    let _ = writeln!(w, "{name}_sum{{shard=\"{shard}\"}} {sum}");
+    let _ = writeln!(w, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
+}
+
+/// Escapes a label value as the text format requires.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_the_first_bucket_at_or_above_them() {
+        let mut local = LocalHistogram::default();
+        for ns in [1, 50_000, 50_001, 1_000_000, 2_000_000, 5_000_000_000] {
+            local.observe_ns(ns);
+        }
+        let shared = Histogram::default();
+        local.flush_into(&shared);
+        let b = |i: usize| shared.buckets[i].load(Relaxed);
+        assert_eq!(b(0), 2, "1 ns and exactly 50 µs are <= 50 µs");
+        assert_eq!(b(1), 1, "50.001 µs is in the 75 µs bucket");
+        assert_eq!(b(LATENCY_BUCKETS.iter().position(|&x| x == 0.001).unwrap()), 1);
+        assert_eq!(b(LATENCY_BUCKETS.iter().position(|&x| x == 0.002).unwrap()), 1);
+        assert_eq!(b(BUCKETS - 1), 1, "5 s is above every bound");
+        assert_eq!(shared.count(), 6);
+        // Flushing twice adds nothing the second time.
+        local.flush_into(&shared);
+        assert_eq!(shared.count(), 6);
+    }
+
+    #[test]
+    fn buckets_tell_a_p99_of_one_millisecond_from_two() {
+        let between: Vec<f64> =
+            LATENCY_BUCKETS.iter().copied().filter(|&b| b > 0.001 && b < 0.002).collect();
+        assert!(between.len() >= 2, "{between:?}");
+        assert_eq!(LATENCY_BUCKETS[0], 0.000_05);
+        assert_eq!(*LATENCY_BUCKETS.last().unwrap(), 1.0);
+        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn quantile_bound_reads_the_bucket_of_the_rank() {
+        let shared = Histogram::default();
+        assert_eq!(shared.quantile_upper_bound(0.99), None);
+        let mut local = LocalHistogram::default();
+        for _ in 0..99 {
+            local.observe_ns(100_000);
+        }
+        local.observe_ns(1_900_000);
+        local.flush_into(&shared);
+        assert_eq!(shared.quantile_upper_bound(0.5), Some(0.000_1));
+        assert_eq!(shared.quantile_upper_bound(0.99), Some(0.000_1));
+        assert_eq!(shared.quantile_upper_bound(1.0), Some(0.002));
+    }
+
+    #[test]
+    fn rendering_names_every_specified_metric_with_its_labels() {
+        let m = Metrics::new("zone\"1", 4, &["stale_seq", "dead"]);
+        m.applied.fetch_add(5, Relaxed);
+        m.rejected[1].fetch_add(2, Relaxed);
+        m.partitions[2].owned.store(true, Relaxed);
+        m.partitions[2].high_watermark.store(100, Relaxed);
+        m.partitions[2].processed.store(40, Relaxed);
+        m.partitions[2].snapshot_unix_ms.store(1_000, Relaxed);
+        let text = m.render(3_500);
+        for line in [
+            r#"gameshard_events_total{shard="zone\"1",outcome="applied"} 5"#,
+            r#"gameshard_events_total{shard="zone\"1",outcome="rejected"} 2"#,
+            r#"gameshard_events_rejected_total{shard="zone\"1",reason="dead"} 2"#,
+            r#"gameshard_event_latency_seconds_bucket{shard="zone\"1",le="+Inf"} 0"#,
+            r#"gameshard_event_latency_seconds_bucket{shard="zone\"1",le="0.00005"} 0"#,
+            r#"gameshard_owned_partitions{shard="zone\"1"} 1"#,
+            r#"gameshard_queue_depth{shard="zone\"1"} 0"#,
+            r#"gameshard_partition_lag_records{shard="zone\"1",partition="2"} 60"#,
+            r#"gameshard_snapshot_age_seconds{shard="zone\"1",partition="2"} 2.5"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("partition=\"1\""), "unowned partitions are not reported");
+    }
+}
