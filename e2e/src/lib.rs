@@ -1,1 +1,11 @@
-//! e2e
+//! Everything that exercises gameshard from the outside: a synthetic workload of the
+//! specification's events, an independent reference model of its semantics, the
+//! baseline the benchmark compares against, and the harness that starts real
+//! components for end-to-end tests.
+
+pub mod baseline;
+pub mod jitter;
+pub mod model;
+pub mod rng;
+pub mod scenario;
+pub mod workload;

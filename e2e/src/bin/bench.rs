@@ -1,0 +1,358 @@
+//! `gameshard-bench`: measures the data plane and prints what it measured.
+//!
+//! `gameshard-bench pipeline` plays a synthetic workload through the real pipeline
+//! threads from memory (no broker): first as fast as the pipeline takes it, for
+//! throughput and allocations, then at a fixed offered rate, for latency. In the same
+//! run it measures the baseline (`gameshard-bench baseline`, in a child process so that
+//! neither disturbs the other's memory or threads) and reports the ratio.
+
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gameshard_dataplane::affinity;
+use gameshard_dataplane::metrics::Metrics;
+use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
+use gameshard_e2e::scenario::{Run, scenario};
+use gameshard_e2e::workload::{self, Workload};
+use gameshard_e2e::{baseline, jitter};
+use gameshard_engine::World;
+use gameshard_engine::spec::{SpecGame, SpecWorld};
+use serde_json::json;
+
+/// Counts allocations while `COUNTING` is set; otherwise a plain pass-through, so that
+/// the baseline process pays nothing for it.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
+// `GlobalAlloc` contract; the counter has no effect on memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            ALLOCATIONS.fetch_add(1, Relaxed);
+        }
+        // SAFETY: same layout contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            ALLOCATIONS.fetch_add(1, Relaxed);
+        }
+        // SAFETY: same layout contract as our caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            ALLOCATIONS.fetch_add(1, Relaxed);
+        }
+        // SAFETY: `ptr` was allocated by `System` through this allocator with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` through this allocator with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Relaxed)
+}
+
+#[derive(Parser)]
+#[command(name = "gameshard-bench", version, about = "Measures the gameshard data plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The pipeline from memory, against the baseline in the same run.
+    Pipeline(PipelineArgs),
+    /// The baseline alone (the pipeline benchmark runs it as a child process).
+    Baseline(BaselineArgs),
+}
+
+#[derive(Args, Clone)]
+struct WorkloadArgs {
+    /// Players in the world.
+    #[arg(long, default_value_t = 100_000)]
+    players: u32,
+    /// Input partitions.
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Events per record.
+    #[arg(long, default_value_t = 64)]
+    events_per_record: u32,
+    /// Distinct records in one pass of the workload.
+    #[arg(long, default_value_t = 4096)]
+    records: usize,
+    /// Distinct items per partition.
+    #[arg(long, default_value_t = 1_000_000)]
+    items: u32,
+    /// Record framing.
+    #[arg(long, value_enum, default_value_t = Framing::Ndjson)]
+    framing: Framing,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Framing {
+    Ndjson,
+    Array,
+}
+
+impl WorkloadArgs {
+    fn config(&self) -> workload::Config {
+        workload::Config {
+            players: self.players,
+            partitions: self.partitions,
+            events_per_record: self.events_per_record,
+            records: self.records,
+            items: self.items,
+            framing: match self.framing {
+                Framing::Ndjson => workload::Framing::Ndjson,
+                Framing::Array => workload::Framing::Array,
+            },
+            seed: self.seed,
+            ..workload::Config::default()
+        }
+    }
+
+    fn to_args(&self) -> Vec<String> {
+        let framing = match self.framing {
+            Framing::Ndjson => "ndjson",
+            Framing::Array => "array",
+        };
+        [
+            ("--players", self.players.to_string()),
+            ("--partitions", self.partitions.to_string()),
+            ("--events-per-record", self.events_per_record.to_string()),
+            ("--records", self.records.to_string()),
+            ("--items", self.items.to_string()),
+            ("--framing", framing.to_owned()),
+            ("--seed", self.seed.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_owned(), v])
+        .collect()
+    }
+}
+
+#[derive(Args)]
+struct PipelineArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Events for the throughput run.
+    #[arg(long, default_value_t = 20_000_000)]
+    events: u64,
+    /// Offered rate of the latency run, in events per second.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    rate: f64,
+    /// Events for the latency run.
+    #[arg(long, default_value_t = 5_000_000)]
+    latency_events: u64,
+    /// Events for the baseline; 0 skips it.
+    #[arg(long, default_value_t = 2_000_000)]
+    baseline_events: u64,
+    /// Core for the state-machine thread (default: the last allowed CPU, since the
+    /// first one usually takes the machine's housekeeping interrupts).
+    #[arg(long)]
+    pin_core: Option<usize>,
+    /// Seconds spent measuring platform jitter on every CPU before the runs; 0 skips it.
+    #[arg(long, default_value_t = 2.0)]
+    jitter_secs: f64,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BaselineArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Events to measure after the warm-up.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Tokio worker threads (default: one per allowed CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Bench::Pipeline(args) => bench_pipeline(&args),
+        Bench::Baseline(args) => bench_baseline(&args),
+    }
+}
+
+fn bench_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
+    let config = args.workload.config();
+    let workload = Workload::generate(&config);
+    let allowed = affinity::allowed_cpus()?;
+    let core = match args.pin_core {
+        Some(_) => affinity::choose_core(args.pin_core).context("--pin-core")?,
+        None => *allowed.last().context("no CPU is allowed")?,
+    };
+    let jitter = if args.jitter_secs > 0.0 {
+        jitter::measure(&allowed, Duration::from_secs_f64(args.jitter_secs))
+    } else {
+        Vec::new()
+    };
+    let epoch = Instant::now();
+    let runs = vec![
+        Run { events: args.events, rate: None, latency: false },
+        Run { events: args.latency_events, rate: Some(args.rate), latency: true },
+    ];
+    let partitions = config.partitions;
+    let worlds = (0..partitions).map(|p| (p, SpecWorld::new())).collect();
+    let (source, sink) = scenario(workload, worlds, runs, epoch, allocations);
+    let metrics = Arc::new(Metrics::new("bench", partitions, SpecWorld::REJECT_REASONS));
+    let pipeline_config =
+        Config { epoch, snapshots: SnapshotPolicy::NEVER, ..Config::default() }.pinned(core)?;
+    COUNTING.store(true, Relaxed);
+    let running = pipeline::spawn(&SpecGame, source, sink, pipeline_config, &metrics)?;
+    let (source, sink) = running.join()?;
+    COUNTING.store(false, Relaxed);
+    let max_rss_mb = max_rss_mb()?;
+
+    let [throughput, latency] = source.reports() else { bail!("the scenario has two runs") };
+    let events_per_sec = throughput.events as f64 / throughput.elapsed.as_secs_f64();
+    let allocs_per_event = throughput.allocations as f64 / throughput.events as f64;
+    let offered = latency.events as f64 / latency.elapsed.as_secs_f64();
+    let us = |q: f64| sink.latencies.value_at_quantile(q) as f64 / 1000.0;
+
+    let baseline = if args.baseline_events > 0 {
+        Some(run_baseline_process(&args.workload, args.baseline_events)?)
+    } else {
+        None
+    };
+    let baseline_events_per_sec = baseline.as_ref().and_then(|b| b["events_per_sec"].as_f64());
+    let speedup = baseline_events_per_sec.map(|b| events_per_sec / b);
+    let report = json!({
+        "bench": "pipeline",
+        "events": throughput.events,
+        "events_per_sec": events_per_sec.round(),
+        "baseline_events_per_sec": baseline_events_per_sec.map(f64::round),
+        "speedup": speedup.map(|s| (s * 100.0).round() / 100.0),
+        "p50_us": us(0.5),
+        "p99_us": us(0.99),
+        "p999_us": us(0.999),
+        "latency_rate": args.rate,
+        "latency_achieved_rate": offered.round(),
+        "latency_updates": sink.latencies.len(),
+        "allocs_per_event": allocs_per_event,
+        "max_rss_mb": max_rss_mb,
+        "baseline_max_rss_mb": baseline.as_ref().map(|b| b["max_rss_mb"].clone()),
+        "players": config.players,
+        "partitions": partitions,
+        "events_per_record": config.events_per_record,
+        "state_core": core,
+        "cpus": allowed.len(),
+        "jitter": jitter,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "throughput      {events_per_sec:>12.0} events/s over {} events",
+            throughput.events
+        );
+        if let (Some(b), Some(s)) = (baseline_events_per_sec, speedup) {
+            println!("baseline        {b:>12.0} events/s  (speedup {s:.2}x)");
+        }
+        println!(
+            "latency @{:.0}/s  p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  ({} updates)",
+            args.rate,
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            sink.latencies.len()
+        );
+        println!("allocations     {allocs_per_event:.6} per event");
+        println!("max RSS         {max_rss_mb:.1} MB");
+        for j in &jitter {
+            println!(
+                "jitter cpu {}    {} stalls > 500 µs in {:.0} s, longest {:.0} µs",
+                j.cpu, j.stalls_over_500us, j.seconds, j.max_stall_us
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_baseline_process(workload: &WorkloadArgs, events: u64) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe().context("locating gameshard-bench")?;
+    let output = Command::new(exe)
+        .arg("baseline")
+        .args(workload.to_args())
+        .args(["--events", &events.to_string(), "--json"])
+        .output()
+        .context("running the baseline")?;
+    if !output.status.success() {
+        bail!("the baseline failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    serde_json::from_slice(&output.stdout).context("reading the baseline's report")
+}
+
+fn bench_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
+    let mut workload = Workload::generate(&args.workload.config());
+    let workers = match args.workers {
+        Some(n) => n,
+        None => affinity::allowed_cpus()?.len(),
+    };
+    let report = baseline::run(&mut workload, args.events, workers)?;
+    let events_per_sec = report.events as f64 / report.elapsed.as_secs_f64();
+    let max_rss_mb = max_rss_mb()?;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "bench": "baseline",
+                "events": report.events,
+                "updates": report.updates,
+                "events_per_sec": events_per_sec.round(),
+                "workers": workers,
+                "max_rss_mb": max_rss_mb,
+            })
+        );
+    } else {
+        println!(
+            "baseline {events_per_sec:.0} events/s over {} events ({workers} workers)",
+            report.events
+        );
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process, in MB.
+fn max_rss_mb() -> anyhow::Result<f64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/self/status")?;
+    Ok((kb / 1024.0 * 10.0).round() / 10.0)
+}

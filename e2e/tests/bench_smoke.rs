@@ -1,0 +1,37 @@
+//! The benchmark binary runs end to end and reports every figure it promises. Speed is
+//! not judged here (this is a debug build); the release numbers come from running it.
+
+use std::process::Command;
+
+#[test]
+fn the_pipeline_benchmark_prints_one_json_report_with_every_field() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gameshard-bench"))
+        .args(["pipeline", "--json", "--players", "2000", "--partitions", "2", "--records", "64"])
+        .args(["--events", "40000", "--latency-events", "20000", "--rate", "50000"])
+        .args(["--baseline-events", "20000", "--jitter-secs", "0.1"])
+        .output()
+        .expect("gameshard-bench runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    for field in [
+        "events",
+        "events_per_sec",
+        "baseline_events_per_sec",
+        "speedup",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "allocs_per_event",
+        "max_rss_mb",
+    ] {
+        assert!(report[field].is_number(), "{field} missing or not a number in {report}");
+    }
+    assert!(report["events"].as_u64().is_some_and(|e| e >= 40_000));
+    assert!(report["latency_updates"].as_u64().is_some_and(|u| u > 0), "latencies were recorded");
+    let (p50, p99, p999) =
+        (report["p50_us"].as_f64(), report["p99_us"].as_f64(), report["p999_us"].as_f64());
+    assert!(p50 <= p99 && p99 <= p999, "{report}");
+    assert!(report["jitter"].as_array().is_some_and(|j| !j.is_empty()));
+}
