@@ -7,7 +7,9 @@
 
 pub mod admin;
 pub mod affinity;
+pub mod cli;
 pub mod clock;
+pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod queue;

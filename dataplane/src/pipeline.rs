@@ -48,8 +48,10 @@ pub const UPDATE_BATCHES: usize = 4;
 /// thread rarely waits to send one.
 const CONTROL_SLOTS: usize = 4;
 
-/// How often the IO thread tells the state machine the time.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the IO thread tells the state machine the time. Ticks also reach the
+/// publisher, even when no record flows, so that its sink can act on acknowledgements
+/// (commit offsets, declare snapshots) while the input is idle.
+const TICK: Duration = Duration::from_millis(250);
 
 /// When the state machine snapshots a partition: once `every_events` records or `every`
 /// have passed since its last snapshot (whichever comes first, and only if it has read a
@@ -100,6 +102,8 @@ pub struct Config {
     pub epoch: Instant,
     /// When partitions are snapshotted.
     pub snapshots: SnapshotPolicy,
+    /// Set to stop reading and drain (from a signal handler, or a sink that failed).
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Default for Config {
@@ -114,6 +118,7 @@ impl Default for Config {
             publisher_cpus: Vec::new(),
             epoch: Instant::now(),
             snapshots: SnapshotPolicy::default(),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -338,7 +343,7 @@ where
     K: Sink,
 {
     let queues = Arc::new(Queues::new(&config));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&config.stop);
 
     let state = {
         let machine = StateMachine::<G>::new(metrics.partitions.len(), config.snapshots);
@@ -515,6 +520,7 @@ impl<G: Game> StateMachine<G> {
             metrics.queue_depth.store(queues.work.len() as u64, Relaxed);
             let Some(mut out) = queues.free_updates.recv().await else { break };
             let drain = matches!(work, Work::Drain);
+            let tick = matches!(work, Work::Tick(_));
             match work {
                 Work::Batch(mut batch) => {
                     self.apply(&batch, &mut out, metrics);
@@ -543,7 +549,7 @@ impl<G: Game> StateMachine<G> {
                     }
                 }
             }
-            if out.is_empty() {
+            if out.is_empty() && !tick {
                 let _ = queues.free_updates.try_send(out);
             } else if queues.updates.send(out).await.is_err() {
                 break 'work;

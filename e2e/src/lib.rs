@@ -4,8 +4,10 @@
 //! components for end-to-end tests.
 
 pub mod baseline;
+pub mod harness;
 pub mod jitter;
 pub mod model;
 pub mod rng;
 pub mod scenario;
+pub mod verify;
 pub mod workload;

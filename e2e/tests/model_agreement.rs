@@ -51,10 +51,12 @@ struct Counts {
 type Players = BTreeMap<String, (f64, f64, f64, f64, f64, i64, bool, i64, i64, i64)>;
 
 fn engine(records: &[Vec<u8>]) -> (Counts, Players, BTreeMap<String, String>) {
-    let (mut parser, mut world, mut counts) = (SpecParser::new(), SpecWorld::new(), Counts::default());
+    let (mut parser, mut world, mut counts) =
+        (SpecParser::new(), SpecWorld::new(), Counts::default());
     for (offset, bytes) in records.iter().enumerate() {
         let mut batch = EventBatch::default();
-        let meta = RecordMeta { partition: 0, offset: offset as i64, timestamp_ms: 0, arrival_ns: 0 };
+        let meta =
+            RecordMeta { partition: 0, offset: offset as i64, timestamp_ms: 0, arrival_ns: 0 };
         let r = batch.push_record(meta);
         parser.parse(bytes, r, &mut batch);
         counts.malformed += batch.malformed.iter().map(|m| u64::from(m.events)).sum::<u64>();
@@ -62,7 +64,10 @@ fn engine(records: &[Vec<u8>]) -> (Counts, Players, BTreeMap<String, String>) {
             match world.apply(&e.event, &batch.bytes, &meta) {
                 Outcome::Applied => counts.applied += 1,
                 Outcome::Rejected(i) => {
-                    *counts.rejected.entry(Reject::from_index(i).expect("known reason").label()).or_default() += 1;
+                    *counts
+                        .rejected
+                        .entry(Reject::from_index(i).expect("known reason").label())
+                        .or_default() += 1;
                 }
             }
         }
@@ -71,7 +76,8 @@ fn engine(records: &[Vec<u8>]) -> (Counts, Players, BTreeMap<String, String>) {
     let players = world
         .players()
         .map(|(id, p)| {
-            let (hp, score, loot, seq) = (i64::from(p.hp), p.score as i64, p.loot as i64, p.seq as i64);
+            let (hp, score, loot, seq) =
+                (i64::from(p.hp), p.score as i64, p.loot as i64, p.seq as i64);
             (text(id), (p.x, p.y, p.z, p.yaw, p.pitch, hp, p.alive, score, loot, seq))
         })
         .collect();
@@ -97,7 +103,9 @@ fn model(records: &[Vec<u8>]) -> (Counts, Players, BTreeMap<String, String>) {
     let players = world
         .players
         .iter()
-        .map(|(id, p)| (id.clone(), (p.x, p.y, p.z, p.yaw, p.pitch, p.hp, p.alive, p.score, p.loot, p.seq)))
+        .map(|(id, p)| {
+            (id.clone(), (p.x, p.y, p.z, p.yaw, p.pitch, p.hp, p.alive, p.score, p.loot, p.seq))
+        })
         .collect();
     let items = world.items.clone().into_iter().collect();
     (counts, players, items)

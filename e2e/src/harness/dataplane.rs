@@ -1,0 +1,226 @@
+//! A `gameshard-dataplane` process, with its admin server on a free loopback port.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::broker::free_port;
+
+/// The `gameshard-dataplane` binary of this build profile, built (or found up to date)
+/// once per test process so that tests never run a stale binary.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT.get_or_init(|| build().map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)
+}
+
+fn build() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let profile_dir = exe
+        .ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "debug" || n == "release"))
+        .context("cannot tell the build profile from the test's path")?
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(["build", "--quiet", "-p", "gameshard-dataplane", "--bin", "gameshard-dataplane"]);
+    if release {
+        command.arg("--release");
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        command.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let status = command.status().context("running cargo build for gameshard-dataplane")?;
+    if !status.success() {
+        bail!("building gameshard-dataplane failed");
+    }
+    let binary = profile_dir.join("gameshard-dataplane");
+    if !binary.is_file() {
+        bail!("{} is missing after the build", binary.display());
+    }
+    Ok(binary)
+}
+
+/// A running data plane, killed when dropped.
+pub struct Dataplane {
+    child: Option<Child>,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Dataplane {
+    /// Starts the data plane with `args` (the admin address is added), logging to a file.
+    pub fn start(args: &[String]) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let admin: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = std::env::temp_dir().join(format!("gameshard-dataplane-{port}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(binary()?)
+            .args(args)
+            .args(["--metrics-addr", &admin.to_string()])
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting gameshard-dataplane")?;
+        Ok(Self { child: Some(child), admin, log })
+    }
+
+    /// The log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on the admin server: status code and body.
+    pub fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        get(self.admin, path)
+    }
+
+    /// `/status` as JSON.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let (code, body) = self.get("/status")?;
+        if code != 200 {
+            bail!("/status answered {code}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait(timeout, "ready", |d| Ok(d.get("/readyz")?.0 == 200))
+    }
+
+    /// Waits until every (partition, offset) in `targets` is processed.
+    pub fn wait_processed(
+        &mut self,
+        targets: &[(u32, i64)],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.wait(timeout, "processed", |d| {
+            let status = d.status()?;
+            let done = |p: u32| {
+                status["partitions"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|e| e["partition"] == p))
+                    .and_then(|e| e["processed"].as_i64())
+            };
+            Ok(targets.iter().all(|&(p, target)| done(p).is_some_and(|o| o >= target)))
+        })
+    }
+
+    /// Waits until every (partition, offset) in `targets` is committed.
+    pub fn wait_committed(
+        &mut self,
+        targets: &[(u32, i64)],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.wait(timeout, "committed", |d| {
+            let status = d.status()?;
+            let done = |p: u32| {
+                status["partitions"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|e| e["partition"] == p))
+                    .and_then(|e| e["committed"].as_i64())
+            };
+            Ok(targets.iter().all(|&(p, target)| done(p).is_some_and(|o| o >= target)))
+        })
+    }
+
+    fn wait(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&Self) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if matches!(done(self), Ok(true)) {
+                return Ok(());
+            }
+            if let Some(status) = self.exited()? {
+                bail!(
+                    "the data plane exited ({status}) before it was {what}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                let status = self.get("/status").map(|(_, body)| body).unwrap_or_default();
+                bail!(
+                    "the data plane was not {what} within {timeout:?}; status:\n{status}\nlog:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        match &mut self.child {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("the data plane was stopped"),
+        }
+    }
+
+    /// Kills the process with SIGKILL: no drain, no snapshot, no commit.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else { bail!("the data plane is not running") };
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "the data plane did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `GET path` on `addr`: status code and body.
+pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: gameshard\r\n\r\n")?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
+    let code =
+        head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status code")?;
+    Ok((code, body.to_owned()))
+}

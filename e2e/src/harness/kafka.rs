@@ -1,0 +1,227 @@
+//! Small Kafka client helpers for tests and benchmarks: topics, producing records,
+//! reading a topic back.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A client configuration for the broker at `bootstrap`, tuned for a loopback broker
+/// that answers a fetch only when `fetch.wait.max.ms` expires.
+pub fn config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("fetch.wait.max.ms", "1")
+        .set("fetch.queue.backoff.ms", "1")
+        .set("socket.nagle.disable", "true")
+        .set("log_level", "3");
+    c
+}
+
+/// Creates `topics` (name, partitions), waiting until each is visible in metadata.
+pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, n)| NewTopic::new(name, *n, TopicReplication::Fixed(1)))
+        .collect();
+    let results = smol::future::block_on(admin.create_topics(&new, &AdminOptions::new()))?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            bail!("creating topic {topic}: {code}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (name, n) in topics {
+        loop {
+            let md = admin.inner().fetch_metadata(Some(name), Duration::from_secs(5))?;
+            if md.topics().first().is_some_and(|t| t.partitions().len() == *n as usize) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("topic {name} did not appear with {n} partitions");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+/// A record to produce.
+#[derive(Clone, Debug)]
+pub struct Outgoing<'a> {
+    /// Target partition.
+    pub partition: i32,
+    /// Key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Value.
+    pub value: &'a [u8],
+    /// Timestamp in ms, if not now.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Counts failed deliveries.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: std::sync::atomic::AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, (): ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(e.to_string());
+        }
+    }
+}
+
+/// A producer that waits for every record to be acknowledged.
+pub struct Writer {
+    producer: BaseProducer<Deliveries>,
+}
+
+impl Writer {
+    /// A producer for the broker at `bootstrap`.
+    pub fn new(bootstrap: &str) -> anyhow::Result<Self> {
+        Self::with(bootstrap, &[])
+    }
+
+    /// A producer for the broker at `bootstrap`, with extra client settings.
+    pub fn with(bootstrap: &str, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut config = config(bootstrap);
+        config.set("linger.ms", "1").set("acks", "all").set("message.timeout.ms", "30000");
+        for (k, v) in settings {
+            config.set(*k, *v);
+        }
+        let producer = config.create_with_context(Deliveries::default())?;
+        Ok(Self { producer })
+    }
+
+    /// Sends `records` to `topic`, retrying while the local queue is full.
+    pub fn send(&self, topic: &str, records: &[Outgoing<'_>]) -> anyhow::Result<()> {
+        for r in records {
+            loop {
+                let mut record =
+                    BaseRecord::<[u8], [u8]>::to(topic).partition(r.partition).payload(r.value);
+                if let Some(key) = r.key {
+                    record = record.key(key);
+                }
+                if let Some(ts) = r.timestamp_ms {
+                    record = record.timestamp(ts);
+                }
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, _))
+                        if e.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                    {
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(e).context("producing"),
+                }
+            }
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Waits until everything sent is acknowledged; fails if anything was refused.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+        let ctx = self.producer.context();
+        let failed = ctx.failed.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if failed > 0 {
+            let last =
+                ctx.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            bail!("{failed} records were not delivered; last error: {}", last.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+/// A record read back.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers.
+    pub headers: HashMap<String, Vec<u8>>,
+    /// Timestamp in ms.
+    pub timestamp_ms: i64,
+}
+
+/// The high watermark of every partition of `topic`.
+pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+    let consumer: BaseConsumer = config(bootstrap).create()?;
+    (0..partitions)
+        .map(|p| Ok(consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?.1))
+        .collect()
+}
+
+/// Reads every partition of `topic` from the start up to its high watermark now.
+pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<Incoming>> {
+    let ends = high_watermarks(bootstrap, topic, partitions)?;
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", "gameshard-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut next: Vec<i64> = vec![0; partitions as usize];
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while next.iter().zip(&ends).any(|(n, e)| n < e) {
+        if Instant::now() > deadline {
+            bail!("reading {topic} timed out at {next:?} of {ends:?}");
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = message?;
+        next[m.partition() as usize] = m.offset() + 1;
+        if m.offset() >= ends[m.partition() as usize] {
+            continue;
+        }
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect()
+            })
+            .unwrap_or_default();
+        out.push(Incoming {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().unwrap_or_default().to_vec(),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Headers from (name, value) pairs.
+pub fn headers(pairs: &[(&str, &[u8])]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(*v) }))
+}
