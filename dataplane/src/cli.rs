@@ -72,6 +72,9 @@ pub struct Args {
     /// Snapshot a partition that moved this many seconds after its last snapshot.
     #[arg(long, env = "GAMESHARD_SNAPSHOT_EVERY_SECS", value_name = "S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every_secs: u64,
+    /// Largest snapshot chunk, in KiB (a snapshot is written as several records).
+    #[arg(long, env = "GAMESHARD_SNAPSHOT_CHUNK_KB", value_name = "KIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=900))]
+    pub snapshot_chunk_kb: u64,
     /// Microseconds the state machine polls for the next batch before it parks.
     #[arg(long, env = "GAMESHARD_SPIN_US", value_name = "US", default_value_t = 200)]
     pub spin_us: u64,
@@ -201,7 +204,9 @@ fn partitions(s: &str) -> Result<Partitions, String> {
         let number = |n: &str| {
             n.trim().parse::<u32>().map_err(|_| format!("{n:?} is not a partition number"))
         };
-        let (start, end) = if let Some((a, b)) = part.split_once('-') { (number(a)?, number(b)?) } else {
+        let (start, end) = if let Some((a, b)) = part.split_once('-') {
+            (number(a)?, number(b)?)
+        } else {
             let n = number(part)?;
             (n, n)
         };

@@ -98,6 +98,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         output: args.output_topic.clone(),
         dead_letters: args.dlq_topic.clone(),
         snapshots: args.snapshot_topic.clone(),
+        chunk_bytes: args.snapshot_chunk_kb as usize * 1024,
     };
     let drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     let sink = KafkaSink::new(
@@ -118,6 +119,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         &args.input_topic,
         restored,
         epoch,
+        &metrics,
     )
     .context("assigning the input partitions")?;
 

@@ -534,6 +534,11 @@ impl<G: Game> StateMachine<G> {
                 }
                 Work::Assign { partition, next_offset, world } => {
                     self.assign(partition, next_offset, world, metrics);
+                    // Every update before a restored snapshot's offset is durable: the
+                    // sink may commit it even before the next record arrives.
+                    if next_offset > 0 {
+                        out.progress.push(Progress { partition, next_offset });
+                    }
                 }
                 Work::Revoke { partition } => self.revoke(partition, &mut out, metrics),
                 Work::Tick(now_ms) => {

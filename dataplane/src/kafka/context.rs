@@ -63,9 +63,10 @@ impl ClientContext for ClientHealth {
         };
         for (&p, partition) in &topic.partitions {
             if let Some(slot) = u32::try_from(p).ok().and_then(|p| self.metrics.partition(p))
-                && partition.hi_offset >= 0 {
-                    slot.high_watermark.store(partition.hi_offset, Relaxed);
-                }
+                && partition.hi_offset >= 0
+            {
+                slot.high_watermark.store(partition.hi_offset, Relaxed);
+            }
         }
     }
 }

@@ -97,7 +97,7 @@ pub fn consumer(args: &Args) -> ClientConfig {
             ("queued.max.messages.kbytes", "32768"),
             ("queued.min.messages", "10000"),
             ("auto.offset.reset", "earliest"),
-            ("statistics.interval.ms", "5000"),
+            ("statistics.interval.ms", "1000"),
         ],
     );
     c.set("group.id", &args.shard)
@@ -121,7 +121,7 @@ pub fn producer(args: &Args) -> ClientConfig {
             ("queue.buffering.max.messages", "500000"),
             ("batch.num.messages", "10000"),
             ("message.timeout.ms", "0"),
-            ("statistics.interval.ms", "5000"),
+            ("statistics.interval.ms", "1000"),
         ],
     )
 }
@@ -179,13 +179,14 @@ pub fn check(args: &Args) -> Result<usize, SetupError> {
         }
     }
     if let Some(list) = &args.partitions
-        && let Some(&partition) = list.0.iter().find(|&&p| p as usize >= input) {
-            return Err(SetupError::NoSuchPartition {
-                partition,
-                topic: args.input_topic.clone(),
-                partitions: input,
-            });
-        }
+        && let Some(&partition) = list.0.iter().find(|&&p| p as usize >= input)
+    {
+        return Err(SetupError::NoSuchPartition {
+            partition,
+            topic: args.input_topic.clone(),
+            partitions: input,
+        });
+    }
     if let Some(control) = &args.control_topic {
         partitions("--control-topic", control)?;
     }

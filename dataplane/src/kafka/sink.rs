@@ -46,6 +46,8 @@ pub struct Topics {
     pub dead_letters: Option<String>,
     /// Snapshots, if configured.
     pub snapshots: Option<String>,
+    /// Largest snapshot chunk, in bytes.
+    pub chunk_bytes: usize,
 }
 
 /// A batch's records in flight.
@@ -399,7 +401,7 @@ impl Sink for KafkaSink {
         let Some(topic) = &self.topics.snapshots else { return };
         self.out.next_snapshot_id += 1;
         let id = self.out.next_snapshot_id;
-        let parts = snapshots::chunks(state);
+        let parts = snapshots::chunks(state, self.topics.chunk_bytes);
         let count = parts.len();
         let id_text = id.to_string();
         for (index, chunk) in parts.into_iter().enumerate() {

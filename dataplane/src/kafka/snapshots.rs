@@ -1,7 +1,7 @@
 //! Snapshots on the snapshot topic, and finding the latest one again.
 //!
 //! A partition's snapshot goes to the snapshot partition of the same number as a run of
-//! chunk records (key `chunk`, at most [`CHUNK_BYTES`] each) followed, once it is safe to
+//! chunk records (key `chunk`, at most [`CHUNK_BYTES`] each by default) followed, once it is safe to
 //! restore from, by a manifest record (key `manifest`, JSON [`Manifest`]). It is safe
 //! once every chunk is acknowledged and so is every update of every record before the
 //! snapshot's offset: restoring from it never skips an update nobody received. Restore
@@ -14,7 +14,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-/// Largest chunk: well under the default 1 MB message limit of brokers and clients.
+/// Default largest chunk: well under the default 1 MB message limit of brokers and
+/// clients.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
 /// Record key of a chunk.
@@ -50,9 +51,10 @@ pub struct Manifest {
     pub created_ms: i64,
 }
 
-/// Splits a snapshot into chunks (at least one, even when empty).
-pub fn chunks(bytes: &[u8]) -> Vec<&[u8]> {
-    if bytes.is_empty() { vec![bytes] } else { bytes.chunks(CHUNK_BYTES).collect() }
+/// Splits a snapshot into chunks of at most `size` bytes (at least one, even when
+/// empty).
+pub fn chunks(bytes: &[u8], size: usize) -> Vec<&[u8]> {
+    if bytes.is_empty() { vec![bytes] } else { bytes.chunks(size.max(1)).collect() }
 }
 
 /// Why the latest snapshot could not be read.
@@ -120,11 +122,14 @@ impl<'a> Reader<'a> {
                 true
             })?;
             for manifest in manifests.into_iter().rev() {
-                if let Some(bytes) = self.load(&manifest, end, deadline)? { return Ok(Some((manifest, bytes))) }                tracing::warn!(
-                                   partition,
-                                   id = manifest.id,
-                                   "skipping a snapshot whose chunks are missing or damaged"
-                               );
+                if let Some(bytes) = self.load(&manifest, end, deadline)? {
+                    return Ok(Some((manifest, bytes)));
+                }
+                tracing::warn!(
+                    partition,
+                    id = manifest.id,
+                    "skipping a snapshot whose chunks are missing or damaged"
+                );
             }
             end = start;
         }
@@ -151,10 +156,13 @@ impl<'a> Reader<'a> {
                 .and_then(|h| h.split_once('/'));
             if let Some((index, count)) = place
                 && let (Ok(index), Ok(count)) = (index.parse::<usize>(), count.parse::<u32>())
-                    && count == manifest.chunks && index < parts.len() && parts[index].is_none() {
-                        parts[index] = Some(m.payload().unwrap_or_default().to_vec());
-                        missing -= 1;
-                    }
+                && count == manifest.chunks
+                && index < parts.len()
+                && parts[index].is_none()
+            {
+                parts[index] = Some(m.payload().unwrap_or_default().to_vec());
+                missing -= 1;
+            }
             missing > 0
         })?;
         if missing > 0 {

@@ -63,30 +63,32 @@ pub fn restore<G: Game>(
             _ => None,
         };
         let stats = metrics.partition(partition);
-        let next_offset = if let Some((manifest, bytes)) = latest { match world.restore(&bytes) {
-            Ok(()) => {
-                tracing::info!(
-                    partition,
-                    next_offset = manifest.next_offset,
-                    entities = world.entities(),
-                    bytes = bytes.len(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "partition restored from its snapshot"
-                );
-                if let Some(stats) = stats {
-                    stats.snapshot.store(manifest.next_offset, Relaxed);
-                    stats.snapshot_unix_ms.store(manifest.created_ms, Relaxed);
+        let next_offset = if let Some((manifest, bytes)) = latest {
+            match world.restore(&bytes) {
+                Ok(()) => {
+                    tracing::info!(
+                        partition,
+                        next_offset = manifest.next_offset,
+                        entities = world.entities(),
+                        bytes = bytes.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "partition restored from its snapshot"
+                    );
+                    if let Some(stats) = stats {
+                        stats.snapshot.store(manifest.next_offset, Relaxed);
+                        stats.snapshot_unix_ms.store(manifest.created_ms, Relaxed);
+                    }
+                    Some(manifest.next_offset)
                 }
-                Some(manifest.next_offset)
+                Err(error) => {
+                    // The checksum matched, so the bytes are what was written: a world
+                    // that cannot read its own snapshot is a bug to fix, not to skip.
+                    tracing::error!(partition, %error, "snapshot does not restore; replaying from the earliest offset");
+                    world = game.world();
+                    None
+                }
             }
-            Err(error) => {
-                // The checksum matched, so the bytes are what was written: a world
-                // that cannot read its own snapshot is a bug to fix, not to skip.
-                tracing::error!(partition, %error, "snapshot does not restore; replaying from the earliest offset");
-                world = game.world();
-                None
-            }
-        } } else {
+        } else {
             tracing::info!(partition, "no snapshot; replaying from the earliest offset");
             None
         };
@@ -117,6 +119,7 @@ impl<W> KafkaSource<W> {
         topic: &str,
         restored: Vec<Restored<W>>,
         epoch: Instant,
+        metrics: &Metrics,
     ) -> Result<Self, SourceError> {
         let consumer: BaseConsumer<ClientHealth> = config.create_with_context(context)?;
         let mut tpl = TopicPartitionList::new();
@@ -125,6 +128,16 @@ impl<W> KafkaSource<W> {
             tpl.add_partition_offset(topic, r.partition as i32, offset)?;
         }
         consumer.assign(&tpl)?;
+        // The group's committed offsets, for `/status` until this process commits its own.
+        if let Ok(committed) = consumer.committed(Duration::from_secs(5)) {
+            for e in committed.elements_for_topic(topic) {
+                if let (Offset::Offset(offset), Some(stats)) =
+                    (e.offset(), metrics.partition(e.partition() as u32))
+                {
+                    stats.committed.store(offset, Relaxed);
+                }
+            }
+        }
         Ok(Self {
             consumer,
             pending: restored.into(),

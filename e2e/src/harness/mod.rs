@@ -5,3 +5,4 @@ pub mod broker;
 pub mod dataplane;
 pub mod kafka;
 pub mod tools;
+pub mod zone;

@@ -1,0 +1,111 @@
+//! The pipeline threads end to end from memory: ownership, snapshots by policy, drain.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gameshard_dataplane::metrics::Metrics;
+use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
+use gameshard_dataplane::sink::{Progress, Sink};
+use gameshard_dataplane::source::{Polled, Record, Source};
+use gameshard_engine::spec::{SpecGame, SpecWorld};
+use gameshard_engine::{RecordMeta, World};
+
+enum Item {
+    Assign(u32, SpecWorld),
+    Record(u32, i64, Vec<u8>),
+    Revoke(u32),
+}
+
+struct ListSource(VecDeque<Item>, Vec<u8>);
+
+impl Source<SpecWorld> for ListSource {
+    fn poll(&mut self, _wait: Duration) -> Polled<'_, SpecWorld> {
+        match self.0.pop_front() {
+            None => Polled::End,
+            Some(Item::Assign(partition, world)) => {
+                Polled::Assign { partition, next_offset: 0, world }
+            }
+            Some(Item::Revoke(partition)) => Polled::Revoke { partition },
+            Some(Item::Record(partition, offset, bytes)) => {
+                self.1 = bytes;
+                let meta = RecordMeta { partition, offset, timestamp_ms: 1, arrival_ns: 0 };
+                Polled::Record(Record { meta, payload: &self.1 })
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recording {
+    updates: usize,
+    snapshots: Vec<(u32, i64, Vec<u8>)>,
+    released: Vec<u32>,
+    progress: Vec<Progress>,
+    finished: bool,
+}
+
+impl Sink for Recording {
+    fn update(&mut self, _src: &RecordMeta, _key: &[u8], _value: &[u8]) {
+        self.updates += 1;
+    }
+    fn dead_letter(&mut self, _src: &RecordMeta, _reason: &'static str, _payload: &[u8]) {}
+    fn snapshot(&mut self, partition: u32, next_offset: i64, state: &[u8]) {
+        self.snapshots.push((partition, next_offset, state.to_vec()));
+    }
+    fn released(&mut self, partition: u32) {
+        self.released.push(partition);
+    }
+    fn end_batch(&mut self, progress: &[Progress], _now_ns: u64) {
+        self.progress.extend_from_slice(progress);
+    }
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+fn record(player: u32, seq: u64) -> Vec<u8> {
+    format!(r#"{{"type":"spawn","player":"p{player}","seq":{seq}}}"#).into_bytes()
+}
+
+fn run(items: Vec<Item>, policy: SnapshotPolicy, max_batch_events: usize) -> Recording {
+    let metrics = Arc::new(Metrics::new("test", 2, SpecWorld::REJECT_REASONS));
+    let config = Config { snapshots: policy, max_batch_events, ..Config::default() };
+    let source = ListSource(items.into(), Vec::new());
+    let running =
+        pipeline::spawn(&SpecGame, source, Recording::default(), config, &metrics).expect("starts");
+    running.join().expect("drains").1
+}
+
+#[test]
+fn snapshots_follow_the_record_count_policy_and_the_drain() {
+    let mut items = vec![Item::Assign(0, SpecWorld::new()), Item::Assign(1, SpecWorld::new())];
+    items.extend((0..100).map(|i| Item::Record(0, i, record(i as u32, 1))));
+    items.extend((0..5).map(|i| Item::Record(1, i, record(i as u32, 1))));
+    let policy =
+        SnapshotPolicy { every_records: 10, every: Duration::from_secs(3600), on_drain: true };
+    // One record per batch, so that the policy is checked after each.
+    let sink = run(items, policy, 1);
+    let of = |p: u32| sink.snapshots.iter().filter(|s| s.0 == p).map(|s| s.1).collect::<Vec<_>>();
+    assert_eq!(of(0), (1..=10).map(|n| n * 10).collect::<Vec<i64>>(), "every 10 records");
+    assert_eq!(of(1), [5], "partition 1 is only snapshotted on drain");
+    assert!(sink.finished);
+    // The last snapshot restores to the world after every record.
+    let (_, _, bytes) = sink.snapshots.iter().rev().find(|s| s.0 == 0).expect("snapshot");
+    let mut world = SpecWorld::new();
+    world.restore(bytes).expect("restores");
+    assert_eq!(world.entities(), 100);
+}
+
+#[test]
+fn a_revoked_partition_is_snapshotted_released_and_its_later_records_dropped() {
+    let mut items = vec![Item::Assign(0, SpecWorld::new())];
+    items.extend((0..3).map(|i| Item::Record(0, i, record(i as u32, 1))));
+    items.push(Item::Revoke(0));
+    items.push(Item::Record(0, 3, record(9, 1)));
+    let sink = run(items, SnapshotPolicy::NEVER, 1024);
+    assert_eq!(sink.released, [0]);
+    assert_eq!(sink.snapshots.len(), 1);
+    assert_eq!(sink.snapshots[0].1, 3, "the final snapshot covers the records before the revoke");
+    assert_eq!(sink.updates, 3, "the record after the revoke is not applied");
+}
