@@ -36,6 +36,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for people: collected logs get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(&args) {
         Ok(code) => code,

@@ -6,6 +6,7 @@
 pub mod baseline;
 pub mod harness;
 pub mod jitter;
+pub mod loadgen;
 pub mod model;
 pub mod rng;
 pub mod scenario;

@@ -65,6 +65,15 @@ pub struct Outgoing<'a> {
     pub value: &'a [u8],
     /// Timestamp in ms, if not now.
     pub timestamp_ms: Option<i64>,
+    /// Headers.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl<'a> Outgoing<'a> {
+    /// A record with just a partition and a value.
+    pub fn value(partition: i32, value: &'a [u8]) -> Self {
+        Self { partition, key: None, value, timestamp_ms: None, headers: &[] }
+    }
 }
 
 /// Counts failed deliveries.
@@ -121,6 +130,9 @@ impl Writer {
                 }
                 if let Some(ts) = r.timestamp_ms {
                     record = record.timestamp(ts);
+                }
+                if !r.headers.is_empty() {
+                    record = record.headers(headers(r.headers));
                 }
                 match self.producer.send(record) {
                     Ok(()) => break,

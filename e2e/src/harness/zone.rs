@@ -123,10 +123,7 @@ impl Zone {
     /// Produces `records` (partition, value) to the input topic and waits for them.
     pub fn produce(&self, records: &[(i32, Vec<u8>)]) -> anyhow::Result<()> {
         let w = kafka::Writer::new(&self.bootstrap())?;
-        let out: Vec<Outgoing<'_>> = records
-            .iter()
-            .map(|(p, v)| Outgoing { partition: *p, key: None, value: v, timestamp_ms: None })
-            .collect();
+        let out: Vec<Outgoing<'_>> = records.iter().map(|(p, v)| Outgoing::value(*p, v)).collect();
         w.send(EVENTS, &out)?;
         w.flush()
     }
