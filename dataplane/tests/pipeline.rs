@@ -83,7 +83,7 @@ fn snapshots_follow_the_record_count_policy_and_the_drain() {
     items.extend((0..100).map(|i| Item::Record(0, i, record(i as u32, 1))));
     items.extend((0..5).map(|i| Item::Record(1, i, record(i as u32, 1))));
     let policy =
-        SnapshotPolicy { every_records: 10, every: Duration::from_secs(3600), on_drain: true };
+        SnapshotPolicy { every_records: 10, every: Duration::from_hours(1), on_drain: true };
     // One record per batch, so that the policy is checked after each.
     let sink = run(items, policy, 1);
     let of = |p: u32| sink.snapshots.iter().filter(|s| s.0 == p).map(|s| s.1).collect::<Vec<_>>();

@@ -109,7 +109,7 @@ pub fn produce(
         }
         pass += 1;
     }
-    producer.flush(Duration::from_secs(60)).context("waiting for the load to be acknowledged")?;
+    producer.flush(Duration::from_mins(1)).context("waiting for the load to be acknowledged")?;
     produced.events += released;
     produced.elapsed = start.elapsed();
     Ok(produced)

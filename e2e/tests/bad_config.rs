@@ -10,6 +10,10 @@ use gameshard_e2e::harness::zone::Zone;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(dataplane::binary().expect("data plane binary"));
     command.args(args).env_remove("RUST_LOG");
@@ -115,9 +119,6 @@ fn unknown_topics_and_partitions_are_named_and_nothing_is_consumed() {
         .map(|s| (*s).to_owned())
         .collect()
     };
-    fn refs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
     assert_refused(&run(&refs(&base("missing", "updates", "0")), &[]), 1, "--input-topic");
     assert_refused(&run(&refs(&base("events", "missing", "0")), &[]), 1, "--output-topic");
     assert_refused(&run(&refs(&base("events", "updates", "0-2")), &[]), 1, "--partitions");

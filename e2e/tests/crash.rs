@@ -24,16 +24,16 @@ fn crash_and_recover(seed: u64) -> (usize, usize) {
     zone.produce(slices[0]).expect("produce");
     let mut dp = zone.dataplane(&FREQUENT_SNAPSHOTS).expect("data plane starts");
     for slice in &slices[1..] {
-        dp.wait_ready(Duration::from_secs(60)).expect("ready");
+        dp.wait_ready(Duration::from_mins(1)).expect("ready");
         zone.produce(slice).expect("produce");
         std::thread::sleep(Duration::from_millis(50 + rng.below(1500)));
         dp.kill9();
         restored += usize::from(dp.log_text().contains("restored from its snapshot"));
         dp = zone.dataplane(&FREQUENT_SNAPSHOTS).expect("data plane restarts");
     }
-    dp.wait_ready(Duration::from_secs(60)).expect("ready");
+    dp.wait_ready(Duration::from_mins(1)).expect("ready");
     restored += usize::from(dp.log_text().contains("restored from its snapshot"));
-    zone.wait_caught_up(&mut dp, Duration::from_secs(120)).expect("caught up");
+    zone.wait_caught_up(&mut dp, Duration::from_mins(2)).expect("caught up");
     zone.check(DeadLetters::AtLeastOnce)
         .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", dp.log_text()));
     (restored, interrupted_snapshots(&zone))

@@ -14,7 +14,7 @@ fn events_in_updates_out_as_the_model_says_and_each_malformed_unit_dead_lettered
     dp.wait_ready(Duration::from_secs(30)).expect("ready");
     // Records arriving while it runs are processed too.
     zone.produce(&verify::stream(8, 300, 4, 100, 16)).expect("produce");
-    zone.wait_caught_up(&mut dp, Duration::from_secs(60)).expect("caught up");
+    zone.wait_caught_up(&mut dp, Duration::from_mins(1)).expect("caught up");
     zone.check(DeadLetters::ExactlyOnce).expect("published what the model says");
 
     let (code, metrics) = dp.get("/metrics").expect("metrics");

@@ -1,4 +1,4 @@
-//! A hot zone for end-to-end tests: a tansu broker on a SQLite file (in a temporary
+//! A hot zone for end-to-end tests: a tansu broker on a `SQLite` file (in a temporary
 //! folder), the zone's topics, and checks of what the data plane published.
 //!
 //! tansu's in-memory engine is not used: in tansu 0.6 it acknowledges records that it
