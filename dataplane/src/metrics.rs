@@ -145,6 +145,13 @@ impl PartitionStats {
         let (high, done) = (self.high_watermark.load(Relaxed), self.processed.load(Relaxed));
         (high >= 0 && done >= 0).then(|| (high - done).max(0))
     }
+
+    /// Records processed whose offsets are not committed yet: their updates are still
+    /// waiting for the brokers' acknowledgement.
+    pub fn uncommitted(&self) -> Option<i64> {
+        let (done, committed) = (self.processed.load(Relaxed), self.committed.load(Relaxed));
+        (done >= 0 && committed >= 0).then(|| (done - committed).max(0))
+    }
 }
 
 /// Everything the admin server exposes for one shard.
@@ -287,39 +294,51 @@ impl Metrics {
             self.queue_depth.load(Relaxed)
         );
 
-        family(
+        self.partition_gauge(
             w,
             "gameshard_partition_lag_records",
-            "gauge",
             "Records behind the high watermark, per owned partition.",
+            &shard,
+            |stats| stats.lag().map(|v| v as f64),
         );
-        for (p, stats) in self.owned() {
-            if let Some(lag) = stats.lag() {
-                let _ = writeln!(
-                    w,
-                    "gameshard_partition_lag_records{{shard=\"{shard}\",partition=\"{p}\"}} {lag}"
-                );
-            }
-        }
-
-        family(
+        self.partition_gauge(
+            w,
+            "gameshard_uncommitted_records",
+            "Records processed whose updates the brokers have not acknowledged yet, per owned partition.",
+            &shard,
+            |stats| stats.uncommitted().map(|v| v as f64),
+        );
+        self.partition_gauge(
             w,
             "gameshard_snapshot_age_seconds",
-            "gauge",
             "Seconds since the latest snapshot, per owned partition.",
+            &shard,
+            |stats| {
+                Some((now_unix_ms - stats.snapshot_unix_ms.load(Relaxed)).max(0) as f64 / 1000.0)
+            },
         );
-        for (p, stats) in self.owned() {
-            let age = (now_unix_ms - stats.snapshot_unix_ms.load(Relaxed)).max(0) as f64 / 1000.0;
-            let _ = writeln!(
-                w,
-                "gameshard_snapshot_age_seconds{{shard=\"{shard}\",partition=\"{p}\"}} {age}"
-            );
-        }
         out
     }
 
     fn owned(&self) -> impl Iterator<Item = (usize, &PartitionStats)> {
         self.partitions.iter().enumerate().filter(|(_, s)| s.owned.load(Relaxed))
+    }
+
+    /// A gauge per owned partition, for the partitions where `value` is known.
+    fn partition_gauge(
+        &self,
+        w: &mut String,
+        name: &str,
+        help: &str,
+        shard: &str,
+        value: impl Fn(&PartitionStats) -> Option<f64>,
+    ) {
+        family(w, name, "gauge", help);
+        for (p, stats) in self.owned() {
+            if let Some(v) = value(stats) {
+                let _ = writeln!(w, "{name}{{shard=\"{shard}\",partition=\"{p}\"}} {v}");
+            }
+        }
     }
 }
 
@@ -409,6 +428,7 @@ mod tests {
         m.partitions[2].high_watermark.store(100, Relaxed);
         m.partitions[2].processed.store(40, Relaxed);
         m.partitions[2].snapshot_unix_ms.store(1_000, Relaxed);
+        m.partitions[2].committed.store(30, Relaxed);
         let text = m.render(3_500);
         for line in [
             r#"gameshard_events_total{shard="zone\"1",outcome="applied"} 5"#,
@@ -420,6 +440,7 @@ mod tests {
             r#"gameshard_queue_depth{shard="zone\"1"} 0"#,
             r#"gameshard_partition_lag_records{shard="zone\"1",partition="2"} 60"#,
             r#"gameshard_snapshot_age_seconds{shard="zone\"1",partition="2"} 2.5"#,
+            r#"gameshard_uncommitted_records{shard="zone\"1",partition="2"} 10"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -4,6 +4,7 @@
 //! components for end-to-end tests.
 
 pub mod baseline;
+pub mod endtoend;
 pub mod harness;
 pub mod jitter;
 pub mod loadgen;

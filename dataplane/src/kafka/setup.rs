@@ -120,6 +120,9 @@ pub fn producer(args: &Args) -> ClientConfig {
             ("queue.buffering.max.kbytes", "65536"),
             ("queue.buffering.max.messages", "500000"),
             ("batch.num.messages", "10000"),
+            // Few requests in flight: when the brokers are slow, records gather into
+            // larger batches instead of many small requests.
+            ("max.in.flight.requests.per.connection", "5"),
             ("message.timeout.ms", "0"),
             ("statistics.interval.ms", "1000"),
         ],

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::sink::{Progress, Sink};
 
 /// How often acknowledged offsets are committed.
-const COMMIT_EVERY: Duration = Duration::from_secs(1);
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
 /// Delivery opaque kinds, in the low two bits; the rest is a ticket or snapshot id.
 const BATCH: usize = 0;

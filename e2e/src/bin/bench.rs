@@ -21,7 +21,7 @@ use gameshard_dataplane::metrics::Metrics;
 use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
 use gameshard_e2e::scenario::{Run, scenario};
 use gameshard_e2e::workload::{self, Workload};
-use gameshard_e2e::{baseline, jitter};
+use gameshard_e2e::{baseline, endtoend, jitter};
 use gameshard_engine::World;
 use gameshard_engine::spec::{SpecGame, SpecWorld};
 use serde_json::json;
@@ -86,6 +86,50 @@ enum Bench {
     Pipeline(PipelineArgs),
     /// The baseline alone (the pipeline benchmark runs it as a child process).
     Baseline(BaselineArgs),
+    /// The data plane on a broker on loopback, against a passthrough pipeline.
+    E2e(E2eArgs),
+    /// Time to restore a partition from its snapshot.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct E2eArgs {
+    /// Players in the world.
+    #[arg(long, default_value_t = 100_000)]
+    players: u32,
+    /// Input partitions.
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Events per record.
+    #[arg(long, default_value_t = 64)]
+    events_per_record: u32,
+    /// Events for the maximum-rate runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Seconds of load at half the maximum rate, for latency.
+    #[arg(long, default_value_t = 20.0)]
+    latency_secs: f64,
+    /// Offered rate of the latency run, in events per second (default: half the
+    /// measured maximum).
+    #[arg(long)]
+    latency_rate: Option<f64>,
+    /// The broker's storage engine: `sqlite` (exact) or `memory` (faster; tansu 0.6
+    /// loses some acknowledged records with it).
+    #[arg(long, value_enum, default_value_t = Storage::Sqlite)]
+    storage: Storage,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Players in the partition.
+    #[arg(long, default_value_t = 100_000)]
+    players: u32,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -111,6 +155,12 @@ struct WorkloadArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Storage {
+    Sqlite,
+    Memory,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -203,6 +253,38 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Pipeline(args) => bench_pipeline(&args),
         Bench::Baseline(args) => bench_baseline(&args),
+        Bench::E2e(args) => {
+            let options = endtoend::Options {
+                players: args.players,
+                partitions: args.partitions,
+                events_per_record: args.events_per_record,
+                events: args.events,
+                latency_secs: args.latency_secs,
+                latency_rate: args.latency_rate,
+                storage: match args.storage {
+                    Storage::Sqlite => endtoend::BrokerStorage::Sqlite,
+                    Storage::Memory => endtoend::BrokerStorage::Memory,
+                },
+            };
+            print_report(&endtoend::run(&options)?, args.json);
+            Ok(())
+        }
+        Bench::Restore(args) => {
+            print_report(&endtoend::restore(args.players)?, args.json);
+            Ok(())
+        }
+    }
+}
+
+fn print_report(report: &serde_json::Value, json: bool) {
+    if json {
+        println!("{report}");
+        return;
+    }
+    if let Some(fields) = report.as_object() {
+        for (k, v) in fields {
+            println!("{k:<28} {v}");
+        }
     }
 }
 

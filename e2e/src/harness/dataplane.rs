@@ -176,6 +176,21 @@ impl Dataplane {
         }
     }
 
+    /// Peak resident set size of the process so far, in MB.
+    pub fn max_rss_mb(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
     /// Kills the process with SIGKILL: no drain, no snapshot, no commit.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

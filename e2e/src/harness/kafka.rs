@@ -237,3 +237,10 @@ pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result
 pub fn headers(pairs: &[(&str, &[u8])]) -> OwnedHeaders {
     pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(*v) }))
 }
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
