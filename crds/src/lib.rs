@@ -1,1 +1,403 @@
-//! crds
+//! The `GameShard` custom resource: one hot zone of a game world, served by a set of
+//! data-plane pods that the gameshard operator keeps sized, placed and healthy.
+//!
+//! Only API types live here (serde, schemars, the kube derive): no client, no runtime.
+//! `gameshard-operator crd` prints the CustomResourceDefinition generated from them.
+
+// The schema derive re-declares the types in a private scope, which the
+// unreachable-pub lint mistakes for the public items.
+#![allow(unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The API group.
+pub const GROUP: &str = "gameshard.io";
+/// The API version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Condition types the operator reports.
+pub mod condition {
+    /// Every data-plane pod is ready and owns its partitions.
+    pub const READY: &str = "Ready";
+    /// The operator is moving the shard towards its spec (pods rolling, scaling).
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something stops the shard from being served as specified; the reason says what.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// A hot zone of the game world: the Kafka topics of its events and updates, and how
+/// the data-plane pods that serve it are sized, placed and scaled.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gameshard.io",
+    version = "v1alpha1",
+    kind = "GameShard",
+    plural = "gameshards",
+    shortname = "gs",
+    namespaced,
+    status = "GameShardStatus",
+    derive = "PartialEq",
+    doc = "A hot zone of a game world, served by pinned data-plane pods the gameshard operator keeps sized and healthy.",
+    printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".status.partitions","description":"Input partitions"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas","description":"Data-plane pods"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Ready data-plane pods"}"#,
+    printcolumn = r#"{"name":"P99","type":"string","jsonPath":".status.observedP99","description":"Observed p99 event latency"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("self.replicas.min <= self.replicas.max").message("replicas.min must not exceed replicas.max"))]
+#[x_kube(validation = Rule::new("!has(self.partitions) || self.replicas.max <= self.partitions").message("replicas.max must not exceed partitions: a pod without a partition serves nothing"))]
+#[serde(rename_all = "camelCase")]
+pub struct GameShardSpec {
+    /// The Kafka cluster and the zone's topics.
+    pub kafka: KafkaSpec,
+    /// Partitions of the input topic. Discovered from the topic when omitted; when set
+    /// and different from the topic, the shard is reported Degraded (PartitionMismatch)
+    /// rather than served with the wrong count.
+    #[schemars(range(min = 1, max = 10000))]
+    pub partitions: Option<i32>,
+    /// Partitions each data-plane pod owns, which sizes the shard when it is not
+    /// autoscaled: replicas = ceil(partitions / partitionsPerPod), within the bounds.
+    #[serde(default = "default_partitions_per_pod")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub partitions_per_pod: i32,
+    /// Bounds on the number of data-plane pods.
+    #[serde(default)]
+    pub replicas: ReplicaBounds,
+    /// The latency objective the shard is scaled and alerted on.
+    #[serde(default)]
+    pub latency: LatencySpec,
+    /// The data-plane pods: image, whole CPUs, memory, placement.
+    #[serde(default)]
+    pub dataplane: DataPlaneSpec,
+    /// How the operator scales the shard on its observed latency.
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
+    /// While true the operator changes nothing for this shard: no apply, no scaling, no
+    /// topic creation. Status still reports what it sees.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_partitions_per_pod() -> i32 {
+    8
+}
+
+/// The Kafka connection and topics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+    /// Topic of the zone's events. It must exist; its partition count sizes the shard.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub input_topic: String,
+    /// Topic the entity updates go to; created with the input's partition count when
+    /// absent.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub output_topic: String,
+    /// Topic malformed events go to; created when absent. Without it malformed events
+    /// are only counted.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub dead_letter_topic: Option<String>,
+    /// Topic of the partitions' snapshots (default `<name>.snapshots`); created with the
+    /// input's partition count when absent.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub snapshot_topic: Option<String>,
+    /// Topic of the operator's partition assignment (default `<name>.control`); created
+    /// with one partition when absent.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub control_topic: Option<String>,
+    /// Extra librdkafka settings for every client of the shard (tuning; use
+    /// `credentialsSecret` for secrets).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// A Secret in the shard's namespace whose keys are librdkafka settings (for example
+    /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
+    /// `ssl.ca.pem`). Mounted read-only into the data-plane pods and read by the
+    /// operator for its own topic administration.
+    pub credentials_secret: Option<SecretRef>,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct SecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Bounds on the number of data-plane pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct ReplicaBounds {
+    /// Fewest pods.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub min: i32,
+    /// Most pods; at most the partition count.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1))]
+    pub max: i32,
+}
+
+impl Default for ReplicaBounds {
+    fn default() -> Self {
+        Self { min: one(), max: default_max_replicas() }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn default_max_replicas() -> i32 {
+    64
+}
+
+/// The latency objective.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySpec {
+    /// Target p99 of event latency (record timestamp to update handed to the producer),
+    /// in milliseconds.
+    #[serde(default = "default_p99_target_ms")]
+    #[schemars(range(min = 0.05, max = 60000.0))]
+    pub p99_target_ms: f64,
+}
+
+impl Default for LatencySpec {
+    fn default() -> Self {
+        Self { p99_target_ms: default_p99_target_ms() }
+    }
+}
+
+fn default_p99_target_ms() -> f64 {
+    2.0
+}
+
+/// The data-plane pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPlaneSpec {
+    /// Container image; the operator's default when omitted.
+    pub image: Option<String>,
+    /// Image pull policy.
+    #[schemars(regex(pattern = r"^(Always|IfNotPresent|Never)$"))]
+    pub image_pull_policy: Option<String>,
+    /// Image pull secrets' names.
+    #[serde(default)]
+    pub image_pull_secrets: Vec<String>,
+    /// Whole CPUs per pod, requested and limited alike: with the static CPU manager a
+    /// Guaranteed pod gets these cores to itself and the state machine pins one of them.
+    /// Two lets the IO thread run beside it; three gives the publisher its own.
+    #[serde(default = "default_cpus")]
+    #[schemars(range(min = 1, max = 64))]
+    pub cpus: i32,
+    /// Memory per pod, requested and limited alike (a Kubernetes quantity).
+    #[serde(default = "default_memory")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub memory: String,
+    /// Where the pods may run.
+    #[serde(default)]
+    pub placement: Placement,
+    /// Priority class of the pods.
+    pub priority_class_name: Option<String>,
+    /// Snapshot a partition after this many records (default 100000).
+    #[schemars(range(min = 1))]
+    pub snapshot_every_records: Option<i64>,
+    /// Snapshot a partition that moved this many seconds after its last one (default 30).
+    #[schemars(range(min = 1))]
+    pub snapshot_every_seconds: Option<i64>,
+}
+
+fn default_cpus() -> i32 {
+    2
+}
+
+fn default_memory() -> String {
+    "1Gi".to_owned()
+}
+
+/// Pod placement.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Node labels the pods require.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity rules, added to the operator's own spreading of pods across nodes.
+    pub affinity: Option<Affinity>,
+}
+
+/// How the shard is scaled on its observed p99 latency.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// `Auto` scales the pods; `Recommend` only reports the desired replicas in status;
+    /// `Off` sizes the shard from `partitionsPerPod` alone.
+    #[serde(default)]
+    pub mode: AutoscalingMode,
+    /// How long the p99 must stay above target before scaling up, in seconds.
+    #[serde(default = "default_up_window")]
+    #[schemars(range(min = 0))]
+    pub scale_up_window_seconds: i64,
+    /// How long the p99 must stay well under target before scaling down, in seconds.
+    #[serde(default = "default_down_window")]
+    #[schemars(range(min = 0))]
+    pub scale_down_window_seconds: i64,
+    /// Most pods added or removed in one step.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub max_step: i32,
+    /// Least time between two scaling steps, in seconds.
+    #[serde(default = "default_cooldown")]
+    #[schemars(range(min = 0))]
+    pub cooldown_seconds: i64,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            mode: AutoscalingMode::default(),
+            scale_up_window_seconds: default_up_window(),
+            scale_down_window_seconds: default_down_window(),
+            max_step: one(),
+            cooldown_seconds: default_cooldown(),
+        }
+    }
+}
+
+fn default_up_window() -> i64 {
+    60
+}
+
+fn default_down_window() -> i64 {
+    600
+}
+
+fn default_cooldown() -> i64 {
+    300
+}
+
+/// Autoscaling modes.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum AutoscalingMode {
+    /// Scale the pods.
+    Auto,
+    /// Report the desired replicas without acting on them.
+    #[default]
+    Recommend,
+    /// Size from `partitionsPerPod` alone.
+    Off,
+}
+
+/// What the operator observes of the shard.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GameShardStatus {
+    /// The generation of the spec this status reflects.
+    pub observed_generation: Option<i64>,
+    /// Data-plane pods.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Ready data-plane pods.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Partitions of the input topic.
+    pub partitions: Option<i32>,
+    /// Epoch of the partition assignment published on the control topic.
+    pub assignment_epoch: Option<i64>,
+    /// Which pod owns which partitions.
+    #[serde(default)]
+    pub assignment: Vec<PodAssignment>,
+    /// Observed p99 event latency, for display (`1.8ms`).
+    pub observed_p99: Option<String>,
+    /// Observed p99 event latency in milliseconds.
+    pub observed_p99_ms: Option<f64>,
+    /// Replicas the autoscaler wants.
+    pub desired_replicas: Option<i32>,
+    /// When the shard was last scaled.
+    pub last_scale_time: Option<Time>,
+    /// Ready, Progressing and Degraded, with reasons.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// The partitions one pod owns.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct PodAssignment {
+    /// The pod's name.
+    pub pod: String,
+    /// Its partitions.
+    pub partitions: Vec<i32>,
+}
+
+impl GameShard {
+    /// The snapshot topic: the spec's, or `<name>.snapshots`.
+    pub fn snapshot_topic(&self) -> String {
+        self.spec
+            .kafka
+            .snapshot_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.snapshots", self.name_or_default()))
+    }
+
+    /// The control topic: the spec's, or `<name>.control`.
+    pub fn control_topic(&self) -> String {
+        self.spec
+            .kafka
+            .control_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.control", self.name_or_default()))
+    }
+
+    fn name_or_default(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or("gameshard")
+    }
+}
+
+/// Messages on a shard's control topic, from the operator to the data-plane pods.
+pub mod control {
+    use serde::{Deserialize, Serialize};
+
+    use super::PodAssignment;
+
+    /// Record key of an assignment message.
+    pub const ASSIGNMENT_KEY: &[u8] = b"assignment";
+
+    /// Which pod owns which input partitions from `epoch` on. The latest message on the
+    /// control topic is the assignment in force; a pod owns exactly the partitions listed
+    /// for it.
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct Assignment {
+        /// Increases with every change of the assignment.
+        pub epoch: i64,
+        /// The shard's name.
+        pub shard: String,
+        /// Partitions of the input topic.
+        pub partitions: i32,
+        /// The partitions of each pod.
+        pub pods: Vec<PodAssignment>,
+    }
+
+    impl Assignment {
+        /// The partitions `pod` owns.
+        pub fn partitions_of(&self, pod: &str) -> Vec<u32> {
+            self.pods
+                .iter()
+                .filter(|p| p.pod == pod)
+                .flat_map(|p| p.partitions.iter().filter_map(|&n| u32::try_from(n).ok()))
+                .collect()
+        }
+    }
+}

@@ -19,7 +19,7 @@ const RESERVED_SETTINGS: [(&str, &str); 5] = [
 ];
 
 /// `gameshard-dataplane`: applies a shard's game events and publishes entity updates.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "gameshard-dataplane", version, about, long_about = None, allow_negative_numbers = true)]
 #[command(group(ArgGroup::new("mode").required(true).args(["partitions", "control_topic"])))]
 pub struct Args {
@@ -66,6 +66,13 @@ pub struct Args {
     /// environment variable takes several, separated by `;`.
     #[arg(long = "kafka", env = "GAMESHARD_KAFKA", value_name = "KEY=VALUE", value_parser = setting, value_delimiter = ';')]
     pub kafka: Vec<(String, String)>,
+    /// A folder of librdkafka settings, one file per setting (file name = key, content =
+    /// value), as a mounted Kubernetes Secret provides them; read at start-up.
+    #[arg(long, env = "GAMESHARD_KAFKA_CONFIG_DIR", value_name = "DIR")]
+    pub kafka_config_dir: Option<std::path::PathBuf>,
+    /// The shard's p99 latency target in milliseconds, exported for alerts and scaling.
+    #[arg(long, env = "GAMESHARD_LATENCY_TARGET_MS", value_name = "MS", value_parser = target)]
+    pub latency_target_ms: Option<f64>,
     /// Snapshot a partition after this many records since its last snapshot.
     #[arg(long, env = "GAMESHARD_SNAPSHOT_EVERY_RECORDS", value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every_records: u64,
@@ -225,6 +232,37 @@ fn partitions(s: &str) -> Result<Partitions, String> {
         return Err("a partition is listed twice".into());
     }
     Ok(Partitions(all))
+}
+
+fn target(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
+        _ => Err("expected a positive number of milliseconds".into()),
+    }
+}
+
+/// Reads the settings of a `--kafka-config-dir` folder: one file per setting, skipping
+/// hidden entries (a mounted Secret keeps its bookkeeping there). A value keeps its
+/// content but a final newline.
+pub fn settings_dir(dir: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("--kafka-config-dir: cannot read {}: {e}", dir.display()))?;
+    let mut settings = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("--kafka-config-dir: {e}"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || entry.path().is_dir() {
+            continue;
+        }
+        let value = std::fs::read_to_string(entry.path())
+            .map_err(|e| format!("--kafka-config-dir: cannot read {name}: {e}"))?;
+        let value = value.strip_suffix('\n').unwrap_or(&value);
+        settings.push(
+            setting(&format!("{name}={value}")).map_err(|e| format!("--kafka-config-dir: {e}"))?,
+        );
+    }
+    settings.sort();
+    Ok(settings)
 }
 
 fn setting(s: &str) -> Result<(String, String), String> {

@@ -12,7 +12,7 @@ use gameshard_dataplane::affinity;
 use gameshard_dataplane::cli::{self, Args};
 use gameshard_dataplane::kafka::sink::{KafkaSink, Topics};
 use gameshard_dataplane::kafka::source::{self, KafkaSource};
-use gameshard_dataplane::kafka::{ClientHealth, setup};
+use gameshard_dataplane::kafka::{ClientHealth, control, setup};
 use gameshard_dataplane::metrics::Metrics;
 use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
 use gameshard_engine::World;
@@ -48,12 +48,15 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::too_many_lines)] // start-up wiring, read top to bottom
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let Some(partitions) = &args.partitions else {
-        bail!(
-            "--control-topic: following the operator's assignment is not available in this build; use --partitions"
-        );
-    };
+    let mut args = args.clone();
+    if let Some(dir) = &args.kafka_config_dir {
+        let mut settings = cli::settings_dir(dir).map_err(anyhow::Error::msg)?;
+        settings.extend(std::mem::take(&mut args.kafka));
+        args.kafka = settings;
+    }
+    let args = &args;
     let core = affinity::choose_core(args.pin_core).map_err(|e| anyhow!("--pin-core: {e}"))?;
     let input_partitions = setup::check(args)?;
 
@@ -62,19 +65,25 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let metrics =
-        Arc::new(Metrics::new(&args.shard, input_partitions as u32, SpecWorld::REJECT_REASONS));
+    let metrics = Arc::new(
+        Metrics::new(&args.shard, input_partitions as u32, SpecWorld::REJECT_REASONS)
+            .with_latency_target(args.latency_target_ms.map(|ms| ms / 1000.0)),
+    );
     let health = Arc::new(Health::default());
-    health.set_not_ready("restoring partitions");
     let _admin = Admin::start(args.metrics_addr, Arc::clone(&metrics), Arc::clone(&health))
         .map_err(|e| anyhow!("--metrics-addr: cannot listen on {}: {e}", args.metrics_addr))?;
+
+    let Some((partitions, _watcher)) = owned_partitions(args, &health, &stop)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    health.set_not_ready("restoring partitions");
 
     let started = Instant::now();
     let restored = source::restore(
         &SpecGame,
         &setup::reader(args),
         args.snapshot_topic.as_deref(),
-        &partitions.0,
+        &partitions,
         &metrics,
     )?;
     tracing::info!(
@@ -141,7 +150,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let pipeline = pipeline::spawn(&SpecGame, source, sink, config, &metrics)?;
     running.store(true, Relaxed);
     health.set_ready();
-    tracing::info!(shard = %args.shard, partitions = ?partitions.0, core, "consuming");
+    tracing::info!(shard = %args.shard, ?partitions, core, "consuming");
 
     let (_source, sink) = pipeline.join()?;
     if sink.failed() {
@@ -152,4 +161,43 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("drained");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Owned partitions, and the thread watching for a new assignment if there is one.
+type Ownership = (Vec<u32>, Option<std::thread::JoinHandle<()>>);
+
+/// The partitions this data plane owns: the `--partitions` list, or what the operator's
+/// assignment gives `--pod-id` (then with the thread that watches for a new one). `None`
+/// when a signal came while waiting for an assignment.
+fn owned_partitions(
+    args: &Args,
+    health: &Health,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<Ownership>> {
+    Ok(Some(match (&args.partitions, &args.control_topic, &args.pod_id) {
+        (Some(list), _, _) => (list.0.clone(), None),
+        (None, Some(topic), Some(pod)) => {
+            health.set_not_ready("reading the partition assignment");
+            let Some((assignment, next)) =
+                control::wait(&setup::reader(args), topic, &args.shard, health, stop)?
+            else {
+                return Ok(None);
+            };
+            health.epoch.store(u64::try_from(assignment.epoch).unwrap_or(0), Relaxed);
+            let mine = assignment.partitions_of(pod);
+            tracing::info!(epoch = assignment.epoch, partitions = ?mine, "following the operator's assignment");
+            let watcher = control::watch(
+                &setup::reader(args),
+                topic,
+                args.shard.clone(),
+                pod.clone(),
+                (assignment, next),
+                Arc::clone(stop),
+            )?;
+            (mine, Some(watcher))
+        }
+        _ => {
+            bail!("--partitions: one of --partitions or --control-topic with --pod-id is required")
+        }
+    }))
 }

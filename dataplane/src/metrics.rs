@@ -146,6 +146,12 @@ impl PartitionStats {
         (high >= 0 && done >= 0).then(|| (high - done).max(0))
     }
 
+    /// Records processed since the latest restorable snapshot.
+    pub fn since_snapshot(&self) -> Option<i64> {
+        let (done, snapshot) = (self.processed.load(Relaxed), self.snapshot.load(Relaxed));
+        (done >= 0).then(|| (done - snapshot.max(0)).max(0))
+    }
+
     /// Records processed whose offsets are not committed yet: their updates are still
     /// waiting for the brokers' acknowledgement.
     pub fn uncommitted(&self) -> Option<i64> {
@@ -178,6 +184,8 @@ pub struct Metrics {
     pub queue_depth: AtomicU64,
     /// Per input partition, indexed by partition number.
     pub partitions: Vec<PartitionStats>,
+    /// The shard's p99 latency target, in seconds.
+    latency_target: Option<f64>,
 }
 
 impl Metrics {
@@ -197,7 +205,16 @@ impl Metrics {
             pipeline_latency: Histogram::default(),
             queue_depth: AtomicU64::new(0),
             partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
+            latency_target: None,
         }
+    }
+
+    /// Exports `seconds` as the shard's p99 latency target, with the histogram bucket
+    /// that holds it, so that alerts can compare the two.
+    #[must_use]
+    pub fn with_latency_target(mut self, seconds: Option<f64>) -> Self {
+        self.latency_target = seconds;
+        self
     }
 
     /// The shard these metrics describe.
@@ -310,6 +327,14 @@ impl Metrics {
         );
         self.partition_gauge(
             w,
+            "gameshard_records_since_snapshot",
+            "Records processed since the latest restorable snapshot, per owned partition.",
+            &shard,
+            |stats| stats.since_snapshot().map(|v| v as f64),
+        );
+        self.latency_target(w, &shard);
+        self.partition_gauge(
+            w,
             "gameshard_snapshot_age_seconds",
             "Seconds since the latest snapshot, per owned partition.",
             &shard,
@@ -322,6 +347,24 @@ impl Metrics {
 
     fn owned(&self) -> impl Iterator<Item = (usize, &PartitionStats)> {
         self.partitions.iter().enumerate().filter(|(_, s)| s.owned.load(Relaxed))
+    }
+
+    /// The latency target and the bucket that holds it, when the shard has a target.
+    fn latency_target(&self, w: &mut String, shard: &str) {
+        let Some(target) = self.latency_target else { return };
+        family(w, "gameshard_latency_target_seconds", "gauge", "The shard's p99 latency target.");
+        let _ = writeln!(w, "gameshard_latency_target_seconds{{shard=\"{shard}\"}} {target}");
+        family(
+            w,
+            "gameshard_latency_target_bucket",
+            "gauge",
+            "1 for the latency bucket whose bound is the smallest at or above the target.",
+        );
+        let le = LATENCY_BUCKETS
+            .iter()
+            .find(|&&b| b >= target)
+            .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+        let _ = writeln!(w, "gameshard_latency_target_bucket{{shard=\"{shard}\",le=\"{le}\"}} 1");
     }
 
     /// A gauge per owned partition, for the partitions where `value` is known.
@@ -421,7 +464,8 @@ mod tests {
 
     #[test]
     fn rendering_names_every_specified_metric_with_its_labels() {
-        let m = Metrics::new("zone\"1", 4, &["stale_seq", "dead"]);
+        let m =
+            Metrics::new("zone\"1", 4, &["stale_seq", "dead"]).with_latency_target(Some(0.0019));
         m.applied.fetch_add(5, Relaxed);
         m.rejected[1].fetch_add(2, Relaxed);
         m.partitions[2].owned.store(true, Relaxed);
@@ -441,6 +485,10 @@ mod tests {
             r#"gameshard_partition_lag_records{shard="zone\"1",partition="2"} 60"#,
             r#"gameshard_snapshot_age_seconds{shard="zone\"1",partition="2"} 2.5"#,
             r#"gameshard_uncommitted_records{shard="zone\"1",partition="2"} 10"#,
+            r#"gameshard_records_since_snapshot{shard="zone\"1",partition="2"} 40"#,
+            r#"gameshard_latency_target_seconds{shard="zone\"1"} 0.0019"#,
+            r#"gameshard_latency_target_bucket{shard="zone\"1",le="0.002"} 1"#,
+            r#"gameshard_event_latency_seconds_bucket{shard="zone\"1",le="0.002"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -3,6 +3,7 @@
 //! consumed.
 
 mod context;
+pub mod control;
 pub mod setup;
 pub mod sink;
 pub mod snapshots;

@@ -1,0 +1,101 @@
+//! Data planes following the operator's assignment on the control topic: each owns the
+//! partitions listed for its pod; a pod whose partitions change drains and exits, and
+//! its restart owns the new ones; the final state is exact throughout.
+
+use std::time::Duration;
+
+use gameshard_crds::PodAssignment;
+use gameshard_crds::control::{ASSIGNMENT_KEY, Assignment};
+use gameshard_e2e::harness::dataplane::Dataplane;
+use gameshard_e2e::harness::kafka::{self, Outgoing};
+use gameshard_e2e::harness::zone::{DeadLetters, Zone};
+use gameshard_e2e::verify;
+
+fn publish(zone: &Zone, epoch: i64, pods: &[(&str, &[i32])]) {
+    let a = Assignment {
+        epoch,
+        shard: "zone-a".into(),
+        partitions: 4,
+        pods: pods
+            .iter()
+            .map(|(p, parts)| PodAssignment { pod: (*p).into(), partitions: parts.to_vec() })
+            .collect(),
+    };
+    let value = serde_json::to_vec(&a).expect("serializes");
+    let w = kafka::Writer::new(&zone.bootstrap()).expect("producer");
+    w.send("control", &[Outgoing { key: Some(ASSIGNMENT_KEY), ..Outgoing::value(0, &value) }])
+        .expect("sent");
+    w.flush().expect("flushed");
+}
+
+fn pod(zone: &Zone, name: &str) -> Dataplane {
+    let mut args = zone.args(&[]);
+    let at = args.iter().position(|a| a == "--partitions").expect("standalone flag present");
+    args.splice(
+        at..at + 2,
+        [
+            "--control-topic".to_owned(),
+            "control".to_owned(),
+            "--pod-id".to_owned(),
+            name.to_owned(),
+        ],
+    );
+    Dataplane::start(&args).expect("data plane starts")
+}
+
+fn owned(dp: &Dataplane) -> Vec<i64> {
+    let status = dp.status().expect("status");
+    status["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter_map(|p| p["partition"].as_i64())
+        .collect()
+}
+
+#[test]
+fn pods_own_what_the_assignment_says_and_restart_when_it_changes() {
+    let Some(zone) = Zone::start("control", 4).expect("zone starts") else { return };
+    kafka::create_topics(&zone.bootstrap(), &[("control", 1)]).expect("control topic");
+    zone.produce(&verify::stream(41, 200, 4, 80, 16)).expect("produce");
+
+    let mut a = pod(&zone, "zone-a-0");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.get("/readyz").expect("readyz").0, 503, "not ready without an assignment");
+    publish(&zone, 1, &[("zone-a-0", &[0, 1]), ("zone-a-1", &[2, 3])]);
+    let mut b = pod(&zone, "zone-a-1");
+    a.wait_ready(Duration::from_secs(30)).expect("a ready");
+    b.wait_ready(Duration::from_secs(30)).expect("b ready");
+    assert_eq!(owned(&a), [0, 1]);
+    assert_eq!(owned(&b), [2, 3]);
+    assert_eq!(a.status().expect("status")["epoch"], 1);
+    let ends = zone.ends().expect("ends");
+    a.wait_committed(&ends[..2], Duration::from_secs(60)).expect("a caught up");
+    b.wait_committed(&ends[2..], Duration::from_secs(60)).expect("b caught up");
+
+    // Partition 1 moves to b: a and b both drain and exit; their restarts own the new
+    // split. An assignment that keeps a pod's partitions would leave it running.
+    publish(&zone, 2, &[("zone-a-0", &[0]), ("zone-a-1", &[1, 2, 3])]);
+    for dp in [&mut a, &mut b] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while dp.exited().expect("status").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pod did not restart for its new partitions"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(dp.log_text().contains("partitions changed"), "{}", dp.log_text());
+    }
+    zone.produce(&verify::stream(42, 200, 4, 40, 16)).expect("produce more");
+    let mut a = pod(&zone, "zone-a-0");
+    let mut b = pod(&zone, "zone-a-1");
+    a.wait_ready(Duration::from_secs(30)).expect("a ready");
+    b.wait_ready(Duration::from_secs(30)).expect("b ready");
+    assert_eq!(owned(&a), [0]);
+    assert_eq!(owned(&b), [1, 2, 3]);
+    let ends = zone.ends().expect("ends");
+    a.wait_committed(&ends[..1], Duration::from_secs(60)).expect("a caught up");
+    b.wait_committed(&ends[1..], Duration::from_secs(60)).expect("b caught up");
+    zone.check(DeadLetters::AtLeastOnce).expect("exact");
+}

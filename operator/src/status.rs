@@ -1,0 +1,162 @@
+//! Conditions of a GameShard's status.
+
+use gameshard_crds::condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Why a shard is not served as specified. Each is a Degraded reason, and the label of
+/// the reconcile-failure metric when it comes from an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// No Kafka broker answered.
+    BrokerUnreachable,
+    /// The input topic does not exist.
+    InputTopicMissing,
+    /// `spec.partitions` differs from the input topic.
+    PartitionMismatch,
+    /// Topics could not be created, or the assignment not published.
+    KafkaRefused,
+    /// The credentials Secret could not be read.
+    CredentialsMissing,
+    /// A topic the shard writes has fewer partitions than it needs.
+    TopicTooSmall,
+}
+
+impl Problem {
+    /// The CamelCase reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Problem::BrokerUnreachable => "BrokerUnreachable",
+            Problem::InputTopicMissing => "InputTopicMissing",
+            Problem::PartitionMismatch => "PartitionMismatch",
+            Problem::KafkaRefused => "KafkaRefused",
+            Problem::CredentialsMissing => "CredentialsMissing",
+            Problem::TopicTooSmall => "TopicTooSmall",
+        }
+    }
+}
+
+/// The conditions for what the operator saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// Why the shard is not served as specified, with a message.
+    pub problem: Option<(Problem, String)>,
+    /// The spec is paused.
+    pub paused: bool,
+    /// Pods wanted and ready.
+    pub replicas: i32,
+    /// Ready pods.
+    pub ready: i32,
+    /// Pods running the current pod template.
+    pub updated: i32,
+}
+
+/// Ready, Progressing and Degraded for `observed`, keeping each condition's
+/// `lastTransitionTime` from `previous` when its status did not change.
+pub fn conditions(
+    observed: &Observed,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Vec<Condition> {
+    let o = observed;
+    let (ready, ready_reason, ready_message) = match &o.problem {
+        Some((p, m)) => (false, p.reason(), m.clone()),
+        None if o.replicas > 0 && o.ready >= o.replicas => {
+            (true, "AllPodsReady", format!("{} of {} pods ready", o.ready, o.replicas))
+        }
+        None => (false, "PodsNotReady", format!("{} of {} pods ready", o.ready, o.replicas)),
+    };
+    let (progressing, progressing_reason, progressing_message) = if o.paused {
+        (false, "Paused", "spec.paused is set: the operator changes nothing".to_owned())
+    } else if o.problem.is_some() {
+        (false, "Blocked", "waiting for the Degraded reason to clear".to_owned())
+    } else if o.updated < o.replicas || o.ready < o.replicas {
+        (
+            true,
+            "RollingOut",
+            format!("{} of {} pods updated, {} ready", o.updated, o.replicas, o.ready),
+        )
+    } else {
+        (false, "UpToDate", "every pod runs the current spec".to_owned())
+    };
+    let (degraded, degraded_reason, degraded_message) = match &o.problem {
+        Some((p, m)) => (true, p.reason(), m.clone()),
+        None => (false, "AsSpecified", "the shard is served as specified".to_owned()),
+    };
+    [
+        (condition::READY, ready, ready_reason, ready_message),
+        (condition::PROGRESSING, progressing, progressing_reason, progressing_message),
+        (condition::DEGRADED, degraded, degraded_reason, degraded_message),
+    ]
+    .into_iter()
+    .map(|(type_, status, reason, message)| {
+        let status = if status { "True" } else { "False" }.to_owned();
+        let last_transition_time = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| Time(now), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).expect("valid time")
+    }
+
+    fn observed(ready: i32) -> Observed {
+        Observed { problem: None, paused: false, replicas: 3, ready, updated: 3 }
+    }
+
+    #[test]
+    fn a_fully_ready_shard_is_ready_not_progressing_not_degraded() {
+        let c = conditions(&observed(3), Some(4), &[], at(100));
+        let by = |t: &str| c.iter().find(|c| c.type_ == t).expect("condition present").clone();
+        assert_eq!(
+            (by("Ready").status.as_str(), by("Ready").reason.as_str()),
+            ("True", "AllPodsReady")
+        );
+        assert_eq!(by("Progressing").status, "False");
+        assert_eq!(by("Degraded").status, "False");
+        assert!(c.iter().all(|c| c.observed_generation == Some(4)));
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_changes() {
+        let first = conditions(&observed(1), Some(1), &[], at(100));
+        let same = conditions(&observed(2), Some(1), &first, at(200));
+        let ready =
+            |c: &[Condition]| c.iter().find(|c| c.type_ == "Ready").expect("present").clone();
+        assert_eq!(ready(&same).last_transition_time, Time(at(100)), "still not ready");
+        let changed = conditions(&observed(3), Some(1), &same, at(300));
+        assert_eq!(ready(&changed).last_transition_time, Time(at(300)));
+    }
+
+    #[test]
+    fn a_problem_degrades_and_blocks() {
+        let o = Observed {
+            problem: Some((Problem::BrokerUnreachable, "no broker answered".into())),
+            ..observed(3)
+        };
+        let c = conditions(&o, None, &[], at(1));
+        let by = |t: &str| c.iter().find(|c| c.type_ == t).expect("present").clone();
+        assert_eq!(
+            (by("Degraded").status.as_str(), by("Degraded").reason.as_str()),
+            ("True", "BrokerUnreachable")
+        );
+        assert_eq!(by("Ready").reason, "BrokerUnreachable");
+        assert_eq!(by("Progressing").reason, "Blocked");
+    }
+}
