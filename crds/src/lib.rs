@@ -181,7 +181,7 @@ fn default_p99_target_ms() -> f64 {
 }
 
 /// The data-plane pods.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataPlaneSpec {
     /// Container image; the operator's default when omitted.
@@ -213,6 +213,22 @@ pub struct DataPlaneSpec {
     /// Snapshot a partition that moved this many seconds after its last one (default 30).
     #[schemars(range(min = 1))]
     pub snapshot_every_seconds: Option<i64>,
+}
+
+impl Default for DataPlaneSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+            cpus: default_cpus(),
+            memory: default_memory(),
+            placement: Placement::default(),
+            priority_class_name: None,
+            snapshot_every_records: None,
+            snapshot_every_seconds: None,
+        }
+    }
 }
 
 fn default_cpus() -> i32 {
@@ -399,5 +415,23 @@ pub mod control {
                 .flat_map(|p| p.partitions.iter().filter_map(|&n| u32::try_from(n).ok()))
                 .collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn omitted_blocks_take_the_same_defaults_as_omitted_fields() {
+        let from_empty: DataPlaneSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(from_empty, DataPlaneSpec::default());
+        assert_eq!(from_empty.cpus, 2);
+        let bounds: ReplicaBounds = serde_json::from_str("{}").unwrap();
+        assert_eq!(bounds, ReplicaBounds::default());
+        let scaling: AutoscalingSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(scaling, AutoscalingSpec::default());
+        let latency: LatencySpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(latency, LatencySpec::default());
     }
 }

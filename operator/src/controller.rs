@@ -71,7 +71,7 @@ pub async fn reconcile<K: Kafka>(shard: Arc<GameShard>, ctx: Arc<Context<K>>) ->
     let started = Instant::now();
     let result = reconcile_inner(&shard, &ctx).await;
     let failure = match &result {
-        Ok(Outcome::Served) => None,
+        Ok(Outcome::Served | Outcome::Deleted) => None,
         Ok(Outcome::Problem(p)) => Some(p.reason()),
         Err(e) => Some(e.metric_label()),
     };
@@ -79,6 +79,7 @@ pub async fn reconcile<K: Kafka>(shard: Arc<GameShard>, ctx: Arc<Context<K>>) ->
     match result? {
         Outcome::Served => Ok(Action::requeue(RESYNC)),
         Outcome::Problem(_) => Ok(Action::requeue(RETRY)),
+        Outcome::Deleted => Ok(Action::await_change()),
     }
 }
 
@@ -89,11 +90,18 @@ enum Outcome {
     Served,
     /// Something outside the cluster stops it; reported as Degraded.
     Problem(Problem),
+    /// The shard is being deleted: its objects go with it through their owner
+    /// references, and its topics stay (they hold the game's data).
+    Deleted,
 }
 
 async fn reconcile_inner<K: Kafka>(shard: &GameShard, ctx: &Context<K>) -> Result<Outcome> {
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
     let name = shard.name_any();
+    if shard.meta().deletion_timestamp.is_some() {
+        ctx.metrics.forget(&ns, &name);
+        return Ok(Outcome::Deleted);
+    }
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
 
     if shard.spec.paused {
@@ -149,20 +157,7 @@ async fn reconcile_inner<K: Kafka>(shard: &GameShard, ctx: &Context<K>) -> Resul
         }
     };
 
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let sts = sts_api.patch(&name, &params, &Patch::Apply(&desired::statefulset(&inputs))).await?;
-    let svc: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    svc.patch(&name, &params, &Patch::Apply(&desired::headless_service(shard))).await?;
-    svc.patch(&format!("{name}-metrics"), &params, &Patch::Apply(&desired::metrics_service(shard)))
-        .await?;
-    let pdb: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
-    pdb.patch(&name, &params, &Patch::Apply(&desired::disruption_budget(shard))).await?;
-    if ctx.service_monitors {
-        let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
-        let monitors: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::from_gvk(&gvk));
-        monitors.patch(&name, &params, &Patch::Apply(&desired::service_monitor(shard))).await?;
-    }
+    let sts = apply(shard, ctx, &inputs).await?;
     if shard.meta().generation != previous.observed_generation {
         publish_event(
             ctx,
@@ -195,6 +190,29 @@ async fn reconcile_inner<K: Kafka>(shard: &GameShard, ctx: &Context<K>) -> Resul
     };
     write_status(shard, ctx, &observed, status).await?;
     Ok(Outcome::Served)
+}
+
+/// Applies every desired object with server-side apply; returns the StatefulSet as the
+/// API server holds it now.
+async fn apply<K>(shard: &GameShard, ctx: &Context<K>, inputs: &Inputs<'_>) -> Result<StatefulSet> {
+    let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
+    let name = shard.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let sts = sts_api.patch(&name, &params, &Patch::Apply(&desired::statefulset(inputs))).await?;
+    let svc: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    svc.patch(&name, &params, &Patch::Apply(&desired::headless_service(shard))).await?;
+    svc.patch(&format!("{name}-metrics"), &params, &Patch::Apply(&desired::metrics_service(shard)))
+        .await?;
+    let pdb: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+    pdb.patch(&name, &params, &Patch::Apply(&desired::disruption_budget(shard))).await?;
+    if ctx.service_monitors {
+        let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+        let monitors: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::from_gvk(&gvk));
+        monitors.patch(&name, &params, &Patch::Apply(&desired::service_monitor(shard))).await?;
+    }
+    Ok(sts)
 }
 
 /// The input topic's partition count and the cluster to use, after creating the topics

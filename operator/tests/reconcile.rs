@@ -1,0 +1,404 @@
+//! Reconcile scenarios against a mocked API server that checks every request in order
+//! (method, path, field manager, body) and fails on a missing or an extra one; Kafka is
+//! a recording stand-in behind the operator's `Kafka` trait.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gameshard_crds::{GameShard, GameShardStatus, PodAssignment};
+use gameshard_operator::controller::{self, Context};
+use gameshard_operator::metrics::Metrics;
+use gameshard_operator::topics::{Cluster, Kafka, KafkaError, TopicSpec};
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+/// Kafka as a test wants it: topic counts to answer, and what was asked of it.
+#[derive(Default)]
+struct FakeKafka {
+    counts: Mutex<Option<Result<Vec<Option<i32>>, KafkaError>>>,
+    created: Mutex<Vec<TopicSpec>>,
+    published: Mutex<Vec<(String, Value)>>,
+    calls: Mutex<usize>,
+}
+
+impl FakeKafka {
+    fn with(counts: Result<Vec<Option<i32>>, KafkaError>) -> Self {
+        Self { counts: Mutex::new(Some(counts)), ..Self::default() }
+    }
+}
+
+/// The stand-in the context owns; the test keeps the other handle.
+struct Fake(Arc<FakeKafka>);
+
+impl std::ops::Deref for Fake {
+    type Target = FakeKafka;
+    fn deref(&self) -> &FakeKafka {
+        &self.0
+    }
+}
+
+impl Kafka for Fake {
+    async fn partitions(
+        &self,
+        _: &Cluster,
+        topics: &[String],
+    ) -> Result<Vec<Option<i32>>, KafkaError> {
+        *self.calls.lock().unwrap() += 1;
+        let counts =
+            self.counts.lock().unwrap().clone().expect("the test says what Kafka holds")?;
+        assert_eq!(counts.len(), topics.len(), "asked for {topics:?}");
+        Ok(counts)
+    }
+
+    async fn create(&self, _: &Cluster, topics: &[TopicSpec]) -> Result<(), KafkaError> {
+        *self.calls.lock().unwrap() += 1;
+        self.created.lock().unwrap().extend_from_slice(topics);
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        _: &Cluster,
+        topic: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), KafkaError> {
+        *self.calls.lock().unwrap() += 1;
+        assert_eq!(key, b"assignment");
+        self.published
+            .lock()
+            .unwrap()
+            .push((topic.to_owned(), serde_json::from_slice(value).unwrap()));
+        Ok(())
+    }
+}
+
+fn shard(generation: i64, extra: Value) -> GameShard {
+    let mut v = json!({
+        "apiVersion": "gameshard.io/v1alpha1",
+        "kind": "GameShard",
+        "metadata": {"name": "zone", "namespace": "game", "uid": "1111", "generation": generation},
+        "spec": {
+            "kafka": {"bootstrapServers": "kafka:9092", "inputTopic": "in", "outputTopic": "out", "deadLetterTopic": "dead"},
+            "partitionsPerPod": 8,
+        }
+    });
+    merge(&mut v, extra);
+    serde_json::from_value(v).expect("a valid GameShard")
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// The mocked API server: expects requests one by one.
+struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+
+impl ApiServer {
+    /// Takes the next request, checks its method and path, and returns its body.
+    async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+    ) -> (Value, String, tower_test::mock::SendResponse<Response<Body>>) {
+        let (request, send) = self
+            .0
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("no request; expected {method} {path}"));
+        assert_eq!(request.method(), method, "{} {}", request.method(), request.uri());
+        assert_eq!(request.uri().path(), path);
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let bytes = request.into_body().collect_bytes().await.expect("request body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        (body, query, send)
+    }
+
+    /// A server-side apply of `path`: answered with the body it sent, plus `status`.
+    async fn apply(&mut self, path: &str, status: Value) -> Value {
+        let (mut body, query, send) = self.expect(Method::PATCH, path).await;
+        assert!(
+            query.contains("fieldManager=gameshard-operator") && query.contains("force=true"),
+            "{query}"
+        );
+        let sent = body.clone();
+        if !status.is_null() {
+            body["status"] = status;
+        }
+        send.send_response(Response::new(Body::from(serde_json::to_vec(&body).unwrap())));
+        sent
+    }
+
+    /// The status apply: answered with the whole resource carrying the new status.
+    async fn apply_status(&mut self) -> Value {
+        let (body, query, send) = self.expect(Method::PATCH, STATUS).await;
+        assert!(
+            query.contains("fieldManager=gameshard-operator") && query.contains("force=true"),
+            "{query}"
+        );
+        let mut whole = serde_json::to_value(shard(1, json!({}))).unwrap();
+        whole["status"] = body["status"].clone();
+        send.send_response(Response::new(Body::from(serde_json::to_vec(&whole).unwrap())));
+        body
+    }
+
+    /// A Kubernetes Event posted; returns its reason.
+    async fn event(&mut self) -> String {
+        let (body, _, send) =
+            self.expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/game/events").await;
+        let reason = body["reason"].as_str().unwrap_or_default().to_owned();
+        send.send_response(Response::new(Body::from(serde_json::to_vec(&body).unwrap())));
+        reason
+    }
+
+    /// A GET answered 404.
+    async fn get_missing(&mut self, path: &str) {
+        let (_, _, send) = self.expect(Method::GET, path).await;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+        let response = Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::from(serde_json::to_vec(&status).unwrap()));
+        send.send_response(response.unwrap());
+    }
+
+    /// A GET answered with `object`.
+    async fn get(&mut self, path: &str, object: Value) {
+        let (_, _, send) = self.expect(Method::GET, path).await;
+        send.send_response(Response::new(Body::from(serde_json::to_vec(&object).unwrap())));
+    }
+
+    /// Asserts no further request comes.
+    async fn silent(mut self) {
+        let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+}
+
+const STS: &str = "/apis/apps/v1/namespaces/game/statefulsets/zone";
+const SVC: &str = "/api/v1/namespaces/game/services/zone";
+const SVC_METRICS: &str = "/api/v1/namespaces/game/services/zone-metrics";
+const PDB: &str = "/apis/policy/v1/namespaces/game/poddisruptionbudgets/zone";
+const STATUS: &str = "/apis/gameshard.io/v1alpha1/namespaces/game/gameshards/zone/status";
+
+fn setup(kafka: FakeKafka) -> (Arc<Context<Fake>>, Arc<FakeKafka>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "game");
+    let kafka = Arc::new(kafka);
+    let ctx = Context::new(
+        client,
+        Fake(Arc::clone(&kafka)),
+        Metrics::new(),
+        "dataplane:test".into(),
+        false,
+        controller::reporter(Some("test".into())),
+    );
+    (Arc::new(ctx), kafka, ApiServer(handle))
+}
+
+/// Runs one reconciliation against `server`'s script.
+async fn reconcile<F>(shard: GameShard, ctx: Arc<Context<Fake>>, script: F) -> Action
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let server = tokio::spawn(script);
+    let action = controller::reconcile(Arc::new(shard), ctx).await.expect("reconcile succeeds");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("every expected request came")
+        .expect("script passed");
+    action
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[tokio::test]
+async fn create_makes_topics_publishes_the_assignment_applies_and_reports() {
+    let kafka = FakeKafka::with(Ok(vec![Some(16), None, None, None, None]));
+    let (ctx, kafka, mut server) = setup(kafka);
+    let action = reconcile(shard(1, json!({})), Arc::clone(&ctx), async move {
+        assert_eq!(server.event().await, "TopicsCreated");
+        assert_eq!(server.event().await, "AssignmentPublished");
+        let sts = server
+            .apply(STS, json!({"replicas": 2, "readyReplicas": 0, "updatedReplicas": 2}))
+            .await;
+        assert_eq!(sts["spec"]["replicas"], 2, "16 partitions at 8 per pod");
+        let container = &sts["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["resources"]["requests"], container["resources"]["limits"]);
+        assert_eq!(container["resources"]["requests"]["cpu"], "2");
+        assert_eq!(sts["metadata"]["ownerReferences"][0]["uid"], "1111");
+        let args: Vec<&str> =
+            container["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert!(args.windows(2).any(|w| w == ["--control-topic", "zone.control"]), "{args:?}");
+        server.apply(SVC, Value::Null).await;
+        server.apply(SVC_METRICS, Value::Null).await;
+        server.apply(PDB, Value::Null).await;
+        assert_eq!(server.event().await, "Applied");
+        let patch = server.apply_status().await;
+        let status = &patch["status"];
+        assert_eq!(status["observedGeneration"], 1);
+        assert_eq!(status["replicas"], 2);
+        assert_eq!(status["assignmentEpoch"], 1);
+        assert_eq!(
+            status["assignment"][1],
+            json!({"pod": "zone-1", "partitions": [8, 9, 10, 11, 12, 13, 14, 15]})
+        );
+        assert_eq!(condition(status, "Ready")["status"], "False");
+        assert_eq!(condition(status, "Ready")["reason"], "PodsNotReady");
+        assert_eq!(condition(status, "Progressing")["status"], "True");
+        assert_eq!(condition(status, "Degraded")["status"], "False");
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    let created: Vec<(String, i32)> =
+        kafka.created.lock().unwrap().iter().map(|t| (t.name.clone(), t.partitions)).collect();
+    assert_eq!(
+        created,
+        [
+            ("out".into(), 16),
+            ("zone.snapshots".into(), 16),
+            ("zone.control".into(), 1),
+            ("dead".into(), 16)
+        ]
+    );
+    let published = kafka.published.lock().unwrap().clone();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].0, "zone.control");
+    assert_eq!(published[0].1["epoch"], 1);
+    assert_eq!(published[0].1["pods"][0]["partitions"], json!([0, 1, 2, 3, 4, 5, 6, 7]));
+}
+
+#[tokio::test]
+async fn a_spec_change_rescales_republishes_and_keeps_transition_times() {
+    let mut s = shard(2, json!({"spec": {"partitionsPerPod": 4}}));
+    let ready_since = "2026-01-01T00:00:00Z";
+    s.status = Some(GameShardStatus {
+        observed_generation: Some(1),
+        replicas: 2,
+        ready_replicas: 2,
+        partitions: Some(16),
+        assignment_epoch: Some(3),
+        assignment: vec![
+            PodAssignment { pod: "zone-0".into(), partitions: (0..8).collect() },
+            PodAssignment { pod: "zone-1".into(), partitions: (8..16).collect() },
+        ],
+        conditions: serde_json::from_value(json!([
+            {"type": "Degraded", "status": "False", "reason": "AsSpecified", "message": "", "lastTransitionTime": ready_since},
+        ]))
+        .unwrap(),
+        ..GameShardStatus::default()
+    });
+    let (ctx, kafka, mut server) =
+        setup(FakeKafka::with(Ok(vec![Some(16), Some(16), Some(16), Some(1), Some(16)])));
+    reconcile(s, ctx, async move {
+        assert_eq!(server.event().await, "AssignmentPublished");
+        let sts = server
+            .apply(STS, json!({"replicas": 4, "readyReplicas": 2, "updatedReplicas": 2}))
+            .await;
+        assert_eq!(sts["spec"]["replicas"], 4);
+        server.apply(SVC, Value::Null).await;
+        server.apply(SVC_METRICS, Value::Null).await;
+        server.apply(PDB, Value::Null).await;
+        assert_eq!(server.event().await, "Applied");
+        assert_eq!(server.event().await, "Scaled");
+        let patch = server.apply_status().await;
+        let status = &patch["status"];
+        assert_eq!(status["observedGeneration"], 2);
+        assert_eq!(status["assignmentEpoch"], 4);
+        assert_eq!(status["assignment"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            condition(status, "Degraded")["lastTransitionTime"],
+            ready_since,
+            "unchanged status keeps its time"
+        );
+        assert_eq!(condition(status, "Progressing")["reason"], "RollingOut");
+        server.silent().await;
+    })
+    .await;
+    assert!(kafka.created.lock().unwrap().is_empty(), "every topic exists");
+    assert_eq!(kafka.published.lock().unwrap()[0].1["epoch"], 4);
+}
+
+#[tokio::test]
+async fn a_paused_shard_is_only_observed() {
+    let (ctx, kafka, mut server) = setup(FakeKafka::default());
+    reconcile(shard(5, json!({"spec": {"paused": true}})), ctx, async move {
+        server
+            .get(STS, json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 3, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3}}))
+            .await;
+        let patch = server.apply_status().await;
+        let status = &patch["status"];
+        assert_eq!(condition(status, "Progressing")["reason"], "Paused");
+        assert_eq!(condition(status, "Ready")["status"], "True");
+        assert_eq!(status["replicas"], 3);
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(*kafka.calls.lock().unwrap(), 0, "nothing asked of Kafka while paused");
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_degraded_condition_not_a_crash() {
+    let (ctx, kafka, mut server) =
+        setup(FakeKafka::with(Err(KafkaError::Unreachable("kafka:9092".into()))));
+    let action = reconcile(shard(1, json!({})), ctx, async move {
+        server.get_missing(STS).await;
+        assert_eq!(server.event().await, "BrokerUnreachable");
+        let patch = server.apply_status().await;
+        let status = &patch["status"];
+        assert_eq!(condition(status, "Degraded")["status"], "True");
+        assert_eq!(condition(status, "Degraded")["reason"], "BrokerUnreachable");
+        assert_eq!(condition(status, "Ready")["status"], "False");
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    assert!(kafka.published.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_partition_mismatch_is_reported_and_nothing_is_applied() {
+    let (ctx, _kafka, mut server) =
+        setup(FakeKafka::with(Ok(vec![Some(16), Some(16), Some(16), Some(1), Some(16)])));
+    reconcile(shard(1, json!({"spec": {"partitions": 32}})), ctx, async move {
+        server.get_missing(STS).await;
+        assert_eq!(server.event().await, "PartitionMismatch");
+        let patch = server.apply_status().await;
+        assert_eq!(condition(&patch["status"], "Degraded")["reason"], "PartitionMismatch");
+        assert!(
+            condition(&patch["status"], "Degraded")["message"].as_str().unwrap().contains("32")
+        );
+        server.silent().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_shard_being_deleted_is_left_to_garbage_collection() {
+    let (ctx, kafka, server) = setup(FakeKafka::default());
+    let s = shard(1, json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}));
+    let action = reconcile(s, ctx, async move { server.silent().await }).await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(*kafka.calls.lock().unwrap(), 0);
+}
