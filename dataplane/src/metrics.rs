@@ -186,6 +186,8 @@ pub struct Metrics {
     pub partitions: Vec<PartitionStats>,
     /// The shard's p99 latency target, in seconds.
     latency_target: Option<f64>,
+    /// Updates handed to the producer within the latency target (publisher thread).
+    pub within_target: AtomicU64,
 }
 
 impl Metrics {
@@ -206,15 +208,22 @@ impl Metrics {
             queue_depth: AtomicU64::new(0),
             partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
             latency_target: None,
+            within_target: AtomicU64::new(0),
         }
     }
 
-    /// Exports `seconds` as the shard's p99 latency target, with the histogram bucket
-    /// that holds it, so that alerts can compare the two.
+    /// Sets the shard's p99 latency target: it is exported, and the publisher counts
+    /// the updates that meet it, so that alerts read the share of late updates exactly
+    /// rather than from histogram buckets.
     #[must_use]
     pub fn with_latency_target(mut self, seconds: Option<f64>) -> Self {
         self.latency_target = seconds;
         self
+    }
+
+    /// The latency target in nanoseconds.
+    pub fn latency_target_ns(&self) -> Option<u64> {
+        self.latency_target.map(|s| (s * 1e9) as u64)
     }
 
     /// The shard these metrics describe.
@@ -349,22 +358,19 @@ impl Metrics {
         self.partitions.iter().enumerate().filter(|(_, s)| s.owned.load(Relaxed))
     }
 
-    /// The latency target and the bucket that holds it, when the shard has a target.
+    /// The latency target and the updates that met it, when the shard has a target.
     fn latency_target(&self, w: &mut String, shard: &str) {
         let Some(target) = self.latency_target else { return };
         family(w, "gameshard_latency_target_seconds", "gauge", "The shard's p99 latency target.");
         let _ = writeln!(w, "gameshard_latency_target_seconds{{shard=\"{shard}\"}} {target}");
         family(
             w,
-            "gameshard_latency_target_bucket",
-            "gauge",
-            "1 for the latency bucket whose bound is the smallest at or above the target.",
+            "gameshard_updates_within_target_total",
+            "counter",
+            "Updates handed to the producer within the latency target (the same updates gameshard_event_latency_seconds_count counts).",
         );
-        let le = LATENCY_BUCKETS
-            .iter()
-            .find(|&&b| b >= target)
-            .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
-        let _ = writeln!(w, "gameshard_latency_target_bucket{{shard=\"{shard}\",le=\"{le}\"}} 1");
+        let within = self.within_target.load(Relaxed);
+        let _ = writeln!(w, "gameshard_updates_within_target_total{{shard=\"{shard}\"}} {within}");
     }
 
     /// A gauge per owned partition, for the partitions where `value` is known.
@@ -487,7 +493,7 @@ mod tests {
             r#"gameshard_uncommitted_records{shard="zone\"1",partition="2"} 10"#,
             r#"gameshard_records_since_snapshot{shard="zone\"1",partition="2"} 40"#,
             r#"gameshard_latency_target_seconds{shard="zone\"1"} 0.0019"#,
-            r#"gameshard_latency_target_bucket{shard="zone\"1",le="0.002"} 1"#,
+            r#"gameshard_updates_within_target_total{shard="zone\"1"} 0"#,
             r#"gameshard_event_latency_seconds_bucket{shard="zone\"1",le="0.002"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");

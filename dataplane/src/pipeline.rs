@@ -709,6 +709,8 @@ fn publish<E: Encoder, K: Sink, Ev, W>(
     let (mut key, mut value) = (Vec::with_capacity(256), Vec::with_capacity(1024));
     let (mut latency, mut pipeline_latency) =
         (LocalHistogram::default(), LocalHistogram::default());
+    let target_ns = metrics.latency_target_ns();
+    let mut within = 0;
     while let Some(mut batch) = block_on(queues.updates.recv()) {
         let bytes = &batch.updates.bytes;
         for (src, update) in &batch.updates.items {
@@ -732,10 +734,15 @@ fn publish<E: Encoder, K: Sink, Ev, W>(
             let src = &run[0].0;
             let n = run.len() as u64;
             let since_ts = now_unix_ns.saturating_sub(src.timestamp_ms.max(0) as u128 * 1_000_000);
-            latency.observe_n(u64::try_from(since_ts).unwrap_or(u64::MAX), n);
+            let since_ts = u64::try_from(since_ts).unwrap_or(u64::MAX);
+            latency.observe_n(since_ts, n);
+            if target_ns.is_some_and(|t| since_ts <= t) {
+                within += n;
+            }
             pipeline_latency.observe_n(now_ns.saturating_sub(src.arrival_ns), n);
         }
         latency.flush_into(&metrics.latency);
+        metrics.within_target.fetch_add(std::mem::take(&mut within), Relaxed);
         pipeline_latency.flush_into(&metrics.pipeline_latency);
         metrics.updates.fetch_add(batch.updates.len() as u64, Relaxed);
         metrics.dead_letters.fetch_add(batch.dead_letters.len() as u64, Relaxed);

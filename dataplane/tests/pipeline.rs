@@ -109,3 +109,41 @@ fn a_revoked_partition_is_snapshotted_released_and_its_later_records_dropped() {
     assert_eq!(sink.snapshots[0].1, 3, "the final snapshot covers the records before the revoke");
     assert_eq!(sink.updates, 3, "the record after the revoke is not applied");
 }
+
+#[test]
+fn updates_within_the_latency_target_are_counted_exactly() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now_ms = gameshard_dataplane::clock::unix_ms();
+    for (target, within_all) in [(3600.0, true), (1e-9, false)] {
+        let metrics = Arc::new(
+            Metrics::new("test", 1, SpecWorld::REJECT_REASONS).with_latency_target(Some(target)),
+        );
+        let config = Config { snapshots: SnapshotPolicy::NEVER, ..Config::default() };
+        let mut items = vec![Item::Assign(0, SpecWorld::new())];
+        items.extend((0..20).map(|i| Item::Record(0, i, record(i as u32, 1))));
+        let source = StampedSource(ListSource(items.into(), Vec::new()), now_ms);
+        let running = pipeline::spawn(&SpecGame, source, Recording::default(), config, &metrics)
+            .expect("starts");
+        let sink = running.join().expect("drains").1;
+        assert_eq!(sink.updates, 20);
+        let within = metrics.within_target.load(Relaxed);
+        assert_eq!(within, if within_all { 20 } else { 0 }, "target {target} s");
+        assert_eq!(metrics.latency.count(), 20, "the histogram counts the same updates");
+    }
+}
+
+/// A [`ListSource`] whose records carry `timestamp_ms`.
+struct StampedSource(ListSource, i64);
+
+impl Source<SpecWorld> for StampedSource {
+    fn poll(&mut self, wait: Duration) -> Polled<'_, SpecWorld> {
+        let ts = self.1;
+        match self.0.poll(wait) {
+            Polled::Record(mut r) => {
+                r.meta.timestamp_ms = ts;
+                Polled::Record(r)
+            }
+            other => other,
+        }
+    }
+}
