@@ -66,7 +66,7 @@ async fn the_chart_runs_a_zone_end_to_end_on_a_cluster() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let ns = format!("gameshard-e2e-{}", std::process::id());
     let (repo, tag) = split(&c.operator_image);
-    let dataplane_image = c.dataplane_image.clone();
+    let (dataplane_repo, dataplane_tag) = split(&c.dataplane_image);
     helm(
         &c,
         &[
@@ -81,7 +81,9 @@ async fn the_chart_runs_a_zone_end_to_end_on_a_cluster() {
             "--set",
             &format!("image.tag={tag}"),
             "--set",
-            &format!("dataplane.image={dataplane_image}"),
+            &format!("dataplaneImage.repository={dataplane_repo}"),
+            "--set",
+            &format!("dataplaneImage.tag={dataplane_tag}"),
             "--wait",
             "--timeout",
             "5m",
