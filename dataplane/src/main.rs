@@ -141,7 +141,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         snapshots: SnapshotPolicy {
             every_records: args.snapshot_every_records,
             every: args.snapshot_every(),
-            on_drain: true,
+            ..SnapshotPolicy::default()
         },
         stop: Arc::clone(&stop),
         ..Config::default()

@@ -53,27 +53,42 @@ const CONTROL_SLOTS: usize = 4;
 /// (commit offsets, declare snapshots) while the input is idle.
 const TICK: Duration = Duration::from_millis(250);
 
-/// When the state machine snapshots a partition: once `every_events` records or `every`
+/// When the state machine snapshots a partition: once `every_records` records or `every`
 /// have passed since its last snapshot (whichever comes first, and only if it has read a
-/// record since), and, with `on_drain`, when the pipeline drains.
+/// record since), once `refresh` has passed even if it has not, and, with `on_drain`,
+/// when the pipeline drains.
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotPolicy {
     /// Records processed between snapshots.
     pub every_records: u64,
-    /// Time between snapshots.
+    /// Time between snapshots of a partition that moved.
     pub every: Duration,
+    /// Longest time between snapshots of any owned partition, moved or not, counted from
+    /// the snapshot it was restored from: a partition idle for longer than the snapshot
+    /// topic's retention still has a snapshot there.
+    pub refresh: Duration,
     /// Snapshot every partition that moved when the pipeline drains.
     pub on_drain: bool,
 }
 
 impl SnapshotPolicy {
     /// Never snapshots.
-    pub const NEVER: Self = Self { every_records: u64::MAX, every: Duration::MAX, on_drain: false };
+    pub const NEVER: Self = Self {
+        every_records: u64::MAX,
+        every: Duration::MAX,
+        refresh: Duration::MAX,
+        on_drain: false,
+    };
 }
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        Self { every_records: 100_000, every: Duration::from_secs(30), on_drain: true }
+        Self {
+            every_records: 100_000,
+            every: Duration::from_secs(30),
+            refresh: Duration::from_hours(6),
+            on_drain: true,
+        }
     }
 }
 
@@ -168,6 +183,7 @@ enum Work<E, W> {
         partition: u32,
         next_offset: i64,
         world: W,
+        snapshot_ms: Option<i64>,
     },
     Revoke {
         partition: u32,
@@ -433,8 +449,8 @@ fn read<P: Parser, S: Source<W>, W, U>(
                     || batch.records.len() >= config.max_batch_events
                     || batch.bytes.len() >= config.max_batch_bytes
             }
-            Polled::Assign { partition, next_offset, world } => {
-                control = Some(Work::Assign { partition, next_offset, world });
+            Polled::Assign { partition, next_offset, world, snapshot_ms } => {
+                control = Some(Work::Assign { partition, next_offset, world, snapshot_ms });
                 !batch.is_empty()
             }
             Polled::Revoke { partition } => {
@@ -526,14 +542,14 @@ impl<G: Game> StateMachine<G> {
                     self.apply(&batch, &mut out, metrics);
                     self.snapshot_due(&mut out, |slot, policy, _| {
                         let moved = slot.next_offset - slot.snapshot_offset;
-                        u64::try_from(moved).is_ok_and(|moved| moved >= policy.every_records)
+                        moved > 0 && u64::try_from(moved).is_ok_and(|m| m >= policy.every_records)
                     });
                     batch.clear();
                     // The pool has room for every batch in circulation: this never fails.
                     let _ = queues.free_events.try_send(batch);
                 }
-                Work::Assign { partition, next_offset, world } => {
-                    self.assign(partition, next_offset, world, metrics);
+                Work::Assign { partition, next_offset, world, snapshot_ms } => {
+                    self.assign(partition, next_offset, world, snapshot_ms, metrics);
                     // Every update before a restored snapshot's offset is durable: the
                     // sink may commit it even before the next record arrives.
                     if next_offset > 0 {
@@ -545,12 +561,16 @@ impl<G: Game> StateMachine<G> {
                     self.now_ms = now_ms;
                     self.snapshot_due(&mut out, |slot, policy, now| {
                         let age = u128::try_from(now - slot.snapshot_ms).unwrap_or(0);
-                        age >= policy.every.as_millis()
+                        let moved = slot.next_offset != slot.snapshot_offset;
+                        (moved && age >= policy.every.as_millis())
+                            || age >= policy.refresh.as_millis()
                     });
                 }
                 Work::Drain => {
                     if self.policy.on_drain {
-                        self.snapshot_due(&mut out, |_, _, _| true);
+                        self.snapshot_due(&mut out, |slot, _, _| {
+                            slot.next_offset != slot.snapshot_offset
+                        });
                     }
                 }
             }
@@ -567,7 +587,14 @@ impl<G: Game> StateMachine<G> {
         queues.free_events.close();
     }
 
-    fn assign(&mut self, partition: u32, next_offset: i64, world: G::World, metrics: &Metrics) {
+    fn assign(
+        &mut self,
+        partition: u32,
+        next_offset: i64,
+        world: G::World,
+        snapshot_ms: Option<i64>,
+        metrics: &Metrics,
+    ) {
         let Some(slot) = self.slots.get_mut(partition as usize) else {
             tracing::error!(partition, "cannot own a partition the input topic does not have");
             return;
@@ -576,7 +603,7 @@ impl<G: Game> StateMachine<G> {
             world,
             next_offset,
             snapshot_offset: next_offset,
-            snapshot_ms: self.now_ms,
+            snapshot_ms: snapshot_ms.unwrap_or(self.now_ms),
             touched: false,
         });
         let stats = &metrics.partitions[partition as usize];
@@ -597,8 +624,7 @@ impl<G: Game> StateMachine<G> {
         tracing::info!(partition, next_offset = slot.next_offset, "partition released");
     }
 
-    /// Snapshots every owned partition that moved since its last snapshot and for which
-    /// `due` says so.
+    /// Snapshots every owned partition for which `due` says so.
     fn snapshot_due(
         &mut self,
         out: &mut UpdateBatch<G::Update>,
@@ -609,7 +635,7 @@ impl<G: Game> StateMachine<G> {
             if slot.snapshot_ms == 0 {
                 slot.snapshot_ms = self.now_ms;
             }
-            if slot.next_offset == slot.snapshot_offset || !due(slot, &self.policy, self.now_ms) {
+            if !due(slot, &self.policy, self.now_ms) {
                 continue;
             }
             let mut bytes = Vec::new();

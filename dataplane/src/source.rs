@@ -28,6 +28,8 @@ pub enum Polled<'a, W> {
         next_offset: i64,
         /// Its state at that offset.
         world: W,
+        /// Unix time (ms) of the snapshot `world` was restored from, if any.
+        snapshot_ms: Option<i64>,
     },
     /// The data plane gives `partition` up: no record of it follows. The state machine
     /// snapshots it one last time and drops it.

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gameshard_dataplane::metrics::Metrics;
 use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
@@ -13,18 +13,37 @@ use gameshard_engine::{RecordMeta, World};
 
 enum Item {
     Assign(u32, SpecWorld),
+    /// A partition restored from a snapshot: next offset, and when the snapshot was taken.
+    Restored(u32, i64, i64),
     Record(u32, i64, Vec<u8>),
     Revoke(u32),
+    /// No record until then.
+    IdleUntil(Instant),
 }
 
 struct ListSource(VecDeque<Item>, Vec<u8>);
 
 impl Source<SpecWorld> for ListSource {
-    fn poll(&mut self, _wait: Duration) -> Polled<'_, SpecWorld> {
+    fn poll(&mut self, wait: Duration) -> Polled<'_, SpecWorld> {
         match self.0.pop_front() {
             None => Polled::End,
             Some(Item::Assign(partition, world)) => {
-                Polled::Assign { partition, next_offset: 0, world }
+                Polled::Assign { partition, next_offset: 0, world, snapshot_ms: None }
+            }
+            Some(Item::Restored(partition, next_offset, snapshot_ms)) => Polled::Assign {
+                partition,
+                next_offset,
+                world: SpecWorld::new(),
+                snapshot_ms: Some(snapshot_ms),
+            },
+            Some(Item::IdleUntil(deadline)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return self.poll(wait);
+                }
+                std::thread::sleep(left.min(wait));
+                self.0.push_front(Item::IdleUntil(deadline));
+                Polled::Idle
             }
             Some(Item::Revoke(partition)) => Polled::Revoke { partition },
             Some(Item::Record(partition, offset, bytes)) => {
@@ -82,8 +101,12 @@ fn snapshots_follow_the_record_count_policy_and_the_drain() {
     let mut items = vec![Item::Assign(0, SpecWorld::new()), Item::Assign(1, SpecWorld::new())];
     items.extend((0..100).map(|i| Item::Record(0, i, record(i as u32, 1))));
     items.extend((0..5).map(|i| Item::Record(1, i, record(i as u32, 1))));
-    let policy =
-        SnapshotPolicy { every_records: 10, every: Duration::from_hours(1), on_drain: true };
+    let policy = SnapshotPolicy {
+        every_records: 10,
+        every: Duration::from_hours(1),
+        refresh: Duration::from_hours(1),
+        on_drain: true,
+    };
     // One record per batch, so that the policy is checked after each.
     let sink = run(items, policy, 1);
     let of = |p: u32| sink.snapshots.iter().filter(|s| s.0 == p).map(|s| s.1).collect::<Vec<_>>();
@@ -95,6 +118,28 @@ fn snapshots_follow_the_record_count_policy_and_the_drain() {
     let mut world = SpecWorld::new();
     world.restore(bytes).expect("restores");
     assert_eq!(world.entities(), 100);
+}
+
+#[test]
+fn an_idle_partition_is_snapshotted_again_once_its_snapshot_is_older_than_the_refresh() {
+    let now_ms = gameshard_dataplane::clock::unix_ms();
+    let hour_ms = 3_600_000;
+    let items = vec![
+        // Restored from snapshots two hours and one minute old; neither reads a record.
+        Item::Restored(0, 40, now_ms - 2 * hour_ms),
+        Item::Restored(1, 7, now_ms - 60_000),
+        // Long enough for the IO thread to tell the time a few times.
+        Item::IdleUntil(Instant::now() + Duration::from_millis(800)),
+    ];
+    let policy = SnapshotPolicy {
+        every_records: 10,
+        every: Duration::from_secs(1),
+        refresh: Duration::from_hours(1),
+        on_drain: true,
+    };
+    let sink = run(items, policy, 1024);
+    let taken: Vec<(u32, i64)> = sink.snapshots.iter().map(|s| (s.0, s.1)).collect();
+    assert_eq!(taken, [(0, 40)], "only the partition whose snapshot is older than an hour");
 }
 
 #[test]

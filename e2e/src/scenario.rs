@@ -182,7 +182,7 @@ impl<W> ScenarioSource<W> {
 impl<W: Send + 'static> Source<W> for ScenarioSource<W> {
     fn poll(&mut self, wait: Duration) -> Polled<'_, W> {
         if let Some((partition, world)) = self.worlds.pop() {
-            return Polled::Assign { partition, next_offset: 0, world };
+            return Polled::Assign { partition, next_offset: 0, world, snapshot_ms: None };
         }
         if !self.timer_slack_set {
             // Sleeps of the IO thread end when asked, not up to 50 µs later.

@@ -306,7 +306,8 @@ async fn check_kafka<K: Kafka>(
 /// Settings of the topics the operator creates, by their place in the topic list.
 fn topic_config(index: usize) -> Vec<(&'static str, &'static str)> {
     match index {
-        // Snapshots: a week, far longer than any snapshot interval.
+        // Snapshots: a week, far longer than any snapshot interval; the data plane
+        // snapshots every owned partition at least every six hours, idle or not.
         2 => vec![("cleanup.policy", "delete"), ("retention.ms", "604800000")],
         // Control: the latest assignment must stay.
         3 => vec![("cleanup.policy", "compact")],

@@ -40,6 +40,8 @@ pub struct Restored<W> {
     pub next_offset: Option<i64>,
     /// Its world at that offset.
     pub world: W,
+    /// Unix time (ms) of the snapshot it was restored from.
+    pub snapshot_ms: Option<i64>,
 }
 
 /// Restores `partitions` from their latest snapshots on `snapshot_topic` (or starts them
@@ -63,6 +65,7 @@ pub fn restore<G: Game>(
             _ => None,
         };
         let stats = metrics.partition(partition);
+        let mut snapshot_ms = None;
         let next_offset = if let Some((manifest, bytes)) = latest {
             match world.restore(&bytes) {
                 Ok(()) => {
@@ -78,6 +81,7 @@ pub fn restore<G: Game>(
                         stats.snapshot.store(manifest.next_offset, Relaxed);
                         stats.snapshot_unix_ms.store(manifest.created_ms, Relaxed);
                     }
+                    snapshot_ms = Some(manifest.created_ms);
                     Some(manifest.next_offset)
                 }
                 Err(error) => {
@@ -95,7 +99,7 @@ pub fn restore<G: Game>(
         if let (Some(stats), None) = (stats, next_offset) {
             stats.snapshot_unix_ms.store(clock::unix_ms(), Relaxed);
         }
-        restored.push(Restored { partition, next_offset, world });
+        restored.push(Restored { partition, next_offset, world, snapshot_ms });
     }
     Ok(restored)
 }
@@ -155,6 +159,7 @@ impl<W: Send + 'static> Source<W> for KafkaSource<W> {
                 partition: r.partition,
                 next_offset: r.next_offset.unwrap_or(0),
                 world: r.world,
+                snapshot_ms: r.snapshot_ms,
             };
         }
         match self.consumer.poll(wait) {
