@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gameshard_crds::control::{ASSIGNMENT_KEY, Assignment};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,16 +17,31 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::admin::Health;
 
+/// How long reading the control topic to its end may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the assignment could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// The client failed.
     #[error("--control-topic: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The topic could not be read to its end in time.
+    #[error("--control-topic: read {topic} to offset {read} of {end} within {READ_TIMEOUT:?}")]
+    Incomplete {
+        /// The control topic.
+        topic: String,
+        /// Offset reached.
+        read: i64,
+        /// Offset to reach.
+        end: i64,
+    },
 }
 
 /// Reads the control topic's partition 0 from its start to its current end; returns the
-/// latest assignment of `shard` on it and the offset reading stopped at.
+/// latest assignment of `shard` on it and the offset reading stopped at. A read that does
+/// not reach the end is an error, never an older assignment: the watch that follows
+/// starts at the end, and would miss what lies between.
 pub fn latest(
     consumer: &BaseConsumer,
     topic: &str,
@@ -39,15 +54,24 @@ pub fn latest(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(low))?;
     consumer.assign(&tpl)?;
+    let deadline = Instant::now() + READ_TIMEOUT;
     let mut found = None;
-    loop {
-        let Some(message) = consumer.poll(Duration::from_secs(10)) else { break };
+    let mut next = low;
+    while next < high {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ControlError::Incomplete {
+                topic: topic.to_owned(),
+                read: next,
+                end: high,
+            });
+        }
+        let Some(message) = consumer.poll(left.min(Duration::from_secs(1))) else { continue };
         let m = message?;
+        // Offsets may have gaps where compaction removed records.
+        next = m.offset() + 1;
         if let Some(a) = parse(&m, shard) {
             found = Some(a);
-        }
-        if m.offset() + 1 >= high {
-            break;
         }
     }
     Ok((found, high))
@@ -78,10 +102,16 @@ pub fn wait(
 ) -> Result<Option<(Assignment, i64)>, ControlError> {
     let consumer: BaseConsumer = config.create()?;
     loop {
-        if let (Some(a), next) = latest(&consumer, topic, shard)? {
-            return Ok(Some((a, next)));
+        match latest(&consumer, topic, shard) {
+            Ok((Some(a), next)) => return Ok(Some((a, next))),
+            Ok((None, _)) => {
+                health.set_not_ready("waiting for the operator's partition assignment");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the partition assignment; retrying");
+                health.set_not_ready(&error.to_string());
+            }
         }
-        health.set_not_ready("waiting for the operator's partition assignment");
         for _ in 0..10 {
             if stop.load(Relaxed) {
                 return Ok(None);

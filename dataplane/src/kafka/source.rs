@@ -96,8 +96,14 @@ pub fn restore<G: Game>(
             tracing::info!(partition, "no snapshot; replaying from the earliest offset");
             None
         };
-        if let (Some(stats), None) = (stats, next_offset) {
-            stats.snapshot_unix_ms.store(clock::unix_ms(), Relaxed);
+        if let Some(stats) = stats {
+            if next_offset.is_none() {
+                stats.snapshot_unix_ms.store(clock::unix_ms(), Relaxed);
+            }
+            // Owned from here on, as /status tells once the data plane is ready, even
+            // before the state machine has taken the partition.
+            stats.processed.store(next_offset.unwrap_or(0), Relaxed);
+            stats.owned.store(true, Relaxed);
         }
         restored.push(Restored { partition, next_offset, world, snapshot_ms });
     }
