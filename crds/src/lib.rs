@@ -336,9 +336,11 @@ pub struct GameShardStatus {
     /// Which pod owns which partitions.
     #[serde(default)]
     pub assignment: Vec<PodAssignment>,
-    /// Observed p99 event latency, for display (`1.8ms`).
+    /// Observed p99 event latency, for display (`1.8ms`): of the updates the ready pods
+    /// published between the operator's last two scrapes of their metrics (at least 30 s
+    /// apart); absent before the second scrape and while no update is published.
     pub observed_p99: Option<String>,
-    /// Observed p99 event latency in milliseconds.
+    /// Observed p99 event latency in milliseconds (see `observedP99`).
     pub observed_p99_ms: Option<f64>,
     /// Replicas the autoscaler wants.
     pub desired_replicas: Option<i32>,

@@ -90,8 +90,8 @@ impl Histogram {
     }
 
     /// The upper bound (seconds) of the bucket holding quantile `q`, or `None` without
-    /// observations. Coarse by design: the operator reads the exact figure from
-    /// Prometheus; this is for `/status` and logs.
+    /// observations. Coarse by design, for `/status` and logs: the operator and
+    /// Prometheus interpolate within the buckets, over a window.
     pub fn quantile_upper_bound(&self, q: f64) -> Option<f64> {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let total: u64 = counts.iter().sum();

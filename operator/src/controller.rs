@@ -20,6 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::desired::{self, FIELD_MANAGER, Inputs};
+use crate::latency::{self, Http, Scrape, Windows};
 use crate::metrics::{Metrics, ShardGauges};
 use crate::status::{self, Observed, Problem};
 use crate::topics::{Cluster, Kafka, KafkaError, TopicSpec};
@@ -31,11 +32,15 @@ const RESYNC: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(15);
 
 /// What the reconciler needs.
-pub struct Context<K> {
+pub struct Context<K, S = Http> {
     /// Kubernetes client.
     pub client: Client,
     /// Kafka operations.
     pub kafka: K,
+    /// Reads the data-plane pods' metrics.
+    pub scrape: S,
+    /// The previous scrape of each shard's pods.
+    pub latency: Windows,
     /// Kubernetes Events.
     pub recorder: Recorder,
     /// The operator's metrics.
@@ -46,18 +51,28 @@ pub struct Context<K> {
     pub service_monitors: bool,
 }
 
-impl<K> Context<K> {
+impl<K, S> Context<K, S> {
     /// A context reporting Events as `reporter`.
     pub fn new(
         client: Client,
         kafka: K,
+        scrape: S,
         metrics: Metrics,
         default_image: String,
         service_monitors: bool,
         reporter: Reporter,
     ) -> Self {
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, kafka, recorder, metrics, default_image, service_monitors }
+        Self {
+            client,
+            kafka,
+            scrape,
+            latency: Windows::default(),
+            recorder,
+            metrics,
+            default_image,
+            service_monitors,
+        }
     }
 }
 
@@ -67,7 +82,10 @@ pub fn reporter(instance: Option<String>) -> Reporter {
 }
 
 /// Reconciles one GameShard.
-pub async fn reconcile<K: Kafka>(shard: Arc<GameShard>, ctx: Arc<Context<K>>) -> Result<Action> {
+pub async fn reconcile<K: Kafka, S: Scrape>(
+    shard: Arc<GameShard>,
+    ctx: Arc<Context<K, S>>,
+) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&shard, &ctx).await;
     let failure = match &result {
@@ -95,11 +113,15 @@ enum Outcome {
     Deleted,
 }
 
-async fn reconcile_inner<K: Kafka>(shard: &GameShard, ctx: &Context<K>) -> Result<Outcome> {
+async fn reconcile_inner<K: Kafka, S: Scrape>(
+    shard: &GameShard,
+    ctx: &Context<K, S>,
+) -> Result<Outcome> {
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
     let name = shard.name_any();
     if shard.meta().deletion_timestamp.is_some() {
         ctx.metrics.forget(&ns, &name);
+        ctx.latency.forget(&ns, &name);
         return Ok(Outcome::Deleted);
     }
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
@@ -194,7 +216,11 @@ async fn reconcile_inner<K: Kafka>(shard: &GameShard, ctx: &Context<K>) -> Resul
 
 /// Applies every desired object with server-side apply; returns the StatefulSet as the
 /// API server holds it now.
-async fn apply<K>(shard: &GameShard, ctx: &Context<K>, inputs: &Inputs<'_>) -> Result<StatefulSet> {
+async fn apply<K, S>(
+    shard: &GameShard,
+    ctx: &Context<K, S>,
+    inputs: &Inputs<'_>,
+) -> Result<StatefulSet> {
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
     let name = shard.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -217,9 +243,9 @@ async fn apply<K>(shard: &GameShard, ctx: &Context<K>, inputs: &Inputs<'_>) -> R
 
 /// The input topic's partition count and the cluster to use, after creating the topics
 /// the shard writes; or the problem that stops it.
-async fn check_kafka<K: Kafka>(
+async fn check_kafka<K: Kafka, S>(
     shard: &GameShard,
-    ctx: &Context<K>,
+    ctx: &Context<K, S>,
     ns: &str,
 ) -> Result<std::result::Result<(i32, Cluster), (Problem, String)>> {
     let spec = &shard.spec.kafka;
@@ -335,9 +361,9 @@ fn observe(shard: &GameShard, sts: Option<&StatefulSet>) -> Observed {
     }
 }
 
-async fn write_status<K>(
+async fn write_status<K, S: Scrape>(
     shard: &GameShard,
-    ctx: &Context<K>,
+    ctx: &Context<K, S>,
     observed: &Observed,
     mut status: GameShardStatus,
 ) -> Result<()> {
@@ -348,6 +374,20 @@ async fn write_status<K>(
     status.observed_generation = shard.meta().generation;
     status.replicas = observed.replicas;
     status.ready_replicas = observed.ready;
+    let p99 = if observed.ready > 0 {
+        // Ready pods have DNS names under the headless Service.
+        let service = desired::headless_service(shard).name_any();
+        let hosts: Vec<String> = desired::pod_names(shard, observed.replicas)
+            .into_iter()
+            .map(|pod| format!("{pod}.{service}.{ns}.svc"))
+            .collect();
+        let port = desired::ADMIN_PORT as u16;
+        ctx.latency.p99(&ctx.scrape, (&ns, &shard.name_any()), &hosts, port).await
+    } else {
+        None
+    };
+    status.observed_p99 = p99.map(latency::display);
+    status.observed_p99_ms = p99.map(|s| (s * 1e6).round() / 1e3);
     ctx.metrics.shard(
         &ns,
         &shard.name_any(),
@@ -371,8 +411,8 @@ async fn write_status<K>(
     Ok(())
 }
 
-async fn publish_event<K>(
-    ctx: &Context<K>,
+async fn publish_event<K, S>(
+    ctx: &Context<K, S>,
     shard: &GameShard,
     type_: EventType,
     reason: &str,
@@ -393,15 +433,19 @@ async fn publish_event<K>(
 
 /// What to do after a failed reconciliation: retry soon.
 #[allow(clippy::needless_pass_by_value)] // the signature kube's Controller calls
-pub fn error_policy<K>(shard: Arc<GameShard>, error: &Error, _ctx: Arc<Context<K>>) -> Action {
+pub fn error_policy<K, S>(
+    shard: Arc<GameShard>,
+    error: &Error,
+    _ctx: Arc<Context<K, S>>,
+) -> Action {
     tracing::warn!(shard = %shard.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(RETRY)
 }
 
 /// Runs the controller over `api` until `shutdown` resolves.
-pub async fn run<K: Kafka>(
+pub async fn run<K: Kafka, S: Scrape>(
     api: Api<GameShard>,
-    ctx: Arc<Context<K>>,
+    ctx: Arc<Context<K, S>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();

@@ -14,6 +14,7 @@ use gameshard_crds::GameShard;
 use gameshard_operator::admin;
 use gameshard_operator::controller::{self, Context};
 use gameshard_operator::desired::{self, Inputs};
+use gameshard_operator::latency::Http;
 use gameshard_operator::leader::{Elector, RENEW_EVERY};
 use gameshard_operator::metrics::Metrics;
 use gameshard_operator::topics::RdKafka;
@@ -224,6 +225,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         RdKafka,
+        Http,
         metrics,
         args.dataplane_image,
         service_monitors,

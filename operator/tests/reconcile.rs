@@ -1,12 +1,14 @@
 //! Reconcile scenarios against a mocked API server that checks every request in order
 //! (method, path, field manager, body) and fails on a missing or an extra one; Kafka is
-//! a recording stand-in behind the operator's `Kafka` trait.
+//! a recording stand-in behind the operator's `Kafka` trait, and the pods' metrics
+//! pages come from a stand-in behind its `Scrape` trait.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gameshard_crds::{GameShard, GameShardStatus, PodAssignment};
 use gameshard_operator::controller::{self, Context};
+use gameshard_operator::latency::Scrape;
 use gameshard_operator::metrics::Metrics;
 use gameshard_operator::topics::{Cluster, Kafka, KafkaError, TopicSpec};
 use http::{Method, Request, Response, StatusCode};
@@ -73,6 +75,28 @@ impl Kafka for Fake {
             .unwrap()
             .push((topic.to_owned(), serde_json::from_slice(value).unwrap()));
         Ok(())
+    }
+}
+
+/// Metrics pages per pod host, handed out in order; a host with none left refuses.
+#[derive(Default)]
+struct Pages {
+    pages: Mutex<std::collections::HashMap<String, Vec<String>>>,
+    asked: Mutex<Vec<String>>,
+}
+
+/// The stand-in the context owns.
+struct FakeScrape(Arc<Pages>);
+
+impl Scrape for FakeScrape {
+    async fn metrics(&self, host: &str, port: u16) -> Result<String, String> {
+        assert_eq!(port, 9100, "the data plane's admin port");
+        self.0.asked.lock().unwrap().push(host.to_owned());
+        let mut pages = self.0.pages.lock().unwrap();
+        match pages.get_mut(host) {
+            Some(queue) if !queue.is_empty() => Ok(queue.remove(0)),
+            _ => Err(format!("{host}: connection refused")),
+        }
     }
 }
 
@@ -196,23 +220,35 @@ const SVC_METRICS: &str = "/api/v1/namespaces/game/services/zone-metrics";
 const PDB: &str = "/apis/policy/v1/namespaces/game/poddisruptionbudgets/zone";
 const STATUS: &str = "/apis/gameshard.io/v1alpha1/namespaces/game/gameshards/zone/status";
 
-fn setup(kafka: FakeKafka) -> (Arc<Context<Fake>>, Arc<FakeKafka>, ApiServer) {
+type Ctx = Context<Fake, FakeScrape>;
+
+fn setup(kafka: FakeKafka) -> (Arc<Ctx>, Arc<FakeKafka>, ApiServer) {
+    let (ctx, kafka, server, _) = setup_with_pages(kafka, Pages::default());
+    (ctx, kafka, server)
+}
+
+fn setup_with_pages(
+    kafka: FakeKafka,
+    pages: Pages,
+) -> (Arc<Ctx>, Arc<FakeKafka>, ApiServer, Arc<Pages>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "game");
     let kafka = Arc::new(kafka);
+    let pages = Arc::new(pages);
     let ctx = Context::new(
         client,
         Fake(Arc::clone(&kafka)),
+        FakeScrape(Arc::clone(&pages)),
         Metrics::new(),
         "dataplane:test".into(),
         false,
         controller::reporter(Some("test".into())),
     );
-    (Arc::new(ctx), kafka, ApiServer(handle))
+    (Arc::new(ctx), kafka, ApiServer(handle), pages)
 }
 
 /// Runs one reconciliation against `server`'s script.
-async fn reconcile<F>(shard: GameShard, ctx: Arc<Context<Fake>>, script: F) -> Action
+async fn reconcile<F>(shard: GameShard, ctx: Arc<Ctx>, script: F) -> Action
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -401,4 +437,59 @@ async fn a_shard_being_deleted_is_left_to_garbage_collection() {
     let action = reconcile(s, ctx, async move { server.silent().await }).await;
     assert_eq!(action, Action::await_change());
     assert_eq!(*kafka.calls.lock().unwrap(), 0);
+}
+
+/// A histogram page as the data plane serves it: cumulative counts at 1 ms, 2 ms, +Inf.
+fn latency_page(within_1ms: u64, within_2ms: u64, total: u64) -> String {
+    let h = "gameshard_event_latency_seconds";
+    format!(
+        "# TYPE {h} histogram\n\
+         {h}_bucket{{shard=\"zone\",le=\"0.001\"}} {within_1ms}\n\
+         {h}_bucket{{shard=\"zone\",le=\"0.002\"}} {within_2ms}\n\
+         {h}_bucket{{shard=\"zone\",le=\"+Inf\"}} {total}\n\
+         {h}_count{{shard=\"zone\"}} {total}\n"
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_observed_p99_is_read_from_the_ready_pods_over_the_time_between_scrapes() {
+    let pages = Pages::default();
+    pages.pages.lock().unwrap().extend([
+        (
+            "zone-0.zone.game.svc".to_owned(),
+            vec![latency_page(500, 500, 500), latency_page(1480, 1500, 1500)],
+        ),
+        ("zone-1.zone.game.svc".to_owned(), vec![latency_page(0, 0, 0), latency_page(0, 0, 0)]),
+    ]);
+    let (ctx, _kafka, mut server, pages) = setup_with_pages(FakeKafka::default(), pages);
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 2, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}});
+    // Two reconciliations of a paused shard, a minute apart: each reads the StatefulSet
+    // and writes the status.
+    let script = tokio::spawn(async move {
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            server.get(STS, sts.clone()).await;
+            statuses.push(server.apply_status().await["status"].clone());
+        }
+        server.silent().await;
+        statuses
+    });
+    let paused = || Arc::new(shard(1, json!({"spec": {"paused": true}})));
+    controller::reconcile(paused(), Arc::clone(&ctx)).await.expect("first reconcile");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    controller::reconcile(paused(), ctx).await.expect("second reconcile");
+    let statuses = script.await.expect("script passed");
+    assert_eq!(statuses[0]["observedP99"], Value::Null, "one scrape is no window");
+    // 1,000 new updates on zone-0, 980 within 1 ms: the 990th is halfway into 1-2 ms.
+    assert_eq!(statuses[1]["observedP99"], "1.5ms", "{}", statuses[1]);
+    assert_eq!(statuses[1]["observedP99Ms"], 1.5);
+    assert_eq!(
+        *pages.asked.lock().unwrap(),
+        [
+            "zone-0.zone.game.svc",
+            "zone-1.zone.game.svc",
+            "zone-0.zone.game.svc",
+            "zone-1.zone.game.svc"
+        ]
+    );
 }
