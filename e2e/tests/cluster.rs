@@ -29,8 +29,8 @@ struct Cluster {
 
 fn cluster() -> Option<Cluster> {
     let Some(kubeconfig) = std::env::var_os("GAMESHARD_E2E_KUBECONFIG") else {
-        eprintln!(
-            "skipped: set GAMESHARD_E2E_KUBECONFIG (and GAMESHARD_E2E_KAFKA, GAMESHARD_E2E_OPERATOR_IMAGE, GAMESHARD_E2E_DATAPLANE_IMAGE) to run against a cluster"
+        gameshard_e2e::harness::tools::skip(
+            "set GAMESHARD_E2E_KUBECONFIG (and GAMESHARD_E2E_KAFKA, GAMESHARD_E2E_OPERATOR_IMAGE, GAMESHARD_E2E_DATAPLANE_IMAGE) to run against a cluster",
         );
         return None;
     };

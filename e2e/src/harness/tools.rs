@@ -27,6 +27,14 @@ pub fn require(name: &str, install: &str) -> Option<PathBuf> {
         return Some(path);
     }
     assert!(std::env::var_os(REQUIRE_TOOLS).is_none(), "{name} is required: {install}");
-    eprintln!("skipped: {name} is not installed ({install})");
+    skip(&format!("{name} is not installed ({install})"));
     None
+}
+
+/// Says on the terminal why the calling test is skipped. Written to the process's
+/// standard error directly, so the test harness's output capture does not hide it.
+pub fn skip(why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "{test}: skipped: {why}");
 }
