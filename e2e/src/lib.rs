@@ -3,6 +3,7 @@
 //! baseline the benchmark compares against, and the harness that starts real
 //! components for end-to-end tests.
 
+pub mod alloc;
 pub mod baseline;
 pub mod endtoend;
 pub mod harness;

@@ -4,59 +4,23 @@
 //! Its own test binary (`harness = false`), so that the counting allocator sees this
 //! process alone and no test runner thread allocates alongside.
 
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use gameshard_dataplane::metrics::Metrics;
 use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
+use gameshard_e2e::alloc::{self, Counting};
 use gameshard_e2e::scenario::{Run, scenario};
 use gameshard_e2e::workload::{self, Workload};
 use gameshard_engine::World;
 use gameshard_engine::spec::{SpecGame, SpecWorld};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// `GlobalAlloc` contract; the counter has no effect on memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        // SAFETY: `ptr` was allocated by `System` through this allocator with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` through this allocator with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn allocations() -> u64 {
-    ALLOCATIONS.load(Relaxed)
-}
-
 fn main() {
+    alloc::count(true);
     for framing in [workload::Framing::Ndjson, workload::Framing::Array] {
         steady_state_allocates_nothing(framing);
     }
@@ -89,13 +53,14 @@ fn steady_state_allocates_nothing(framing: workload::Framing) {
             (p, world)
         })
         .collect();
-    let (source, sink) = scenario(workload, worlds, runs, epoch, allocations);
+    let (source, sink) = scenario(workload, worlds, runs, epoch, alloc::allocations);
     let metrics = Arc::new(Metrics::new("zero-alloc", partitions, SpecWorld::REJECT_REASONS));
     let config = Config { epoch, snapshots: SnapshotPolicy::NEVER, ..Config::default() };
     let running =
         pipeline::spawn(&SpecGame, source, sink, config, &metrics).expect("the pipeline starts");
     let (source, sink) = running.join().expect("the pipeline drains");
     let steady = &source.reports()[1];
+    assert!(alloc::allocations() > 0, "the counter saw the workload and the pipeline set up");
     assert!(steady.events >= 3 * pass, "{steady:?}");
     assert!(sink.updates > steady.events / 2, "updates flowed: {}", sink.updates);
     assert!(metrics.applied.load(Relaxed) > steady.events / 2, "events were applied");

@@ -6,12 +6,8 @@
 //! run it measures the baseline (`gameshard-bench baseline`, in a child process so that
 //! neither disturbs the other's memory or threads) and reports the ratio.
 
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gameshard_dataplane::affinity;
 use gameshard_dataplane::metrics::Metrics;
 use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
+use gameshard_e2e::alloc::{self, Counting};
 use gameshard_e2e::scenario::{Run, scenario};
 use gameshard_e2e::workload::{self, Workload};
 use gameshard_e2e::{baseline, endtoend, jitter};
@@ -26,52 +23,8 @@ use gameshard_engine::World;
 use gameshard_engine::spec::{SpecGame, SpecWorld};
 use serde_json::json;
 
-/// Counts allocations while `COUNTING` is set; otherwise a plain pass-through, so that
-/// the baseline process pays nothing for it.
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// `GlobalAlloc` contract; the counter has no effect on memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            ALLOCATIONS.fetch_add(1, Relaxed);
-        }
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            ALLOCATIONS.fetch_add(1, Relaxed);
-        }
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            ALLOCATIONS.fetch_add(1, Relaxed);
-        }
-        // SAFETY: `ptr` was allocated by `System` through this allocator with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` through this allocator with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.load(Relaxed)
-}
 
 #[derive(Parser)]
 #[command(name = "gameshard-bench", version, about = "Measures the gameshard data plane")]
@@ -308,14 +261,14 @@ fn bench_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
     ];
     let partitions = config.partitions;
     let worlds = (0..partitions).map(|p| (p, SpecWorld::new())).collect();
-    let (source, sink) = scenario(workload, worlds, runs, epoch, allocations);
+    let (source, sink) = scenario(workload, worlds, runs, epoch, alloc::allocations);
     let metrics = Arc::new(Metrics::new("bench", partitions, SpecWorld::REJECT_REASONS));
     let pipeline_config =
         Config { epoch, snapshots: SnapshotPolicy::NEVER, ..Config::default() }.pinned(core)?;
-    COUNTING.store(true, Relaxed);
+    alloc::count(true);
     let running = pipeline::spawn(&SpecGame, source, sink, pipeline_config, &metrics)?;
     let (source, sink) = running.join()?;
-    COUNTING.store(false, Relaxed);
+    alloc::count(false);
     let max_rss_mb = max_rss_mb()?;
 
     let [throughput, latency] = source.reports() else { bail!("the scenario has two runs") };
