@@ -11,7 +11,6 @@ use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
@@ -229,17 +228,7 @@ fn passthrough(brokers: &str, partitions: i32, records: u64) -> anyhow::Result<D
         if let Some(key) = m.key() {
             record = record.key(key);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
-        producer.poll(Duration::ZERO);
+        kafka::send_waiting(&producer, record)?;
         done += 1;
     }
     producer.flush(Duration::from_secs(600))?;

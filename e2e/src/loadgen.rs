@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 
 use crate::harness::kafka::{self, Deliveries};
 use crate::workload::Workload;
@@ -58,22 +57,11 @@ pub fn produce(
         .context("creating the load producer")?;
     let mut produced = Produced::default();
     let send = |partition: u32, bytes: &[u8], timestamp_ms: i64| -> anyhow::Result<()> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(&load.topic)
+        let record = BaseRecord::<[u8], [u8]>::to(&load.topic)
             .partition(partition as i32)
             .payload(bytes)
             .timestamp(timestamp_ms);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e).context("producing load"),
-            }
-        }
-        producer.poll(Duration::ZERO);
-        Ok(())
+        kafka::send_waiting(&producer, record).context("producing load")
     };
     if load.warmup {
         let mut bytes = Vec::new();

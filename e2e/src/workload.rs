@@ -147,26 +147,15 @@ impl Workload {
                 let n = seq[k as usize];
                 assert!(u64::from(n) < SEQ_PASS, "too many events per player for the seq width");
                 let roll = rng.below(100) as u32;
-                if roll < mix.spawn {
+                if roll < mix.spawn + mix.moves {
+                    let kind = if roll < mix.spawn { "spawn" } else { "move" };
                     let (x, y, z) = (
                         rng.coordinate(-1000.0, 1000.0),
                         rng.coordinate(-1000.0, 1000.0),
                         rng.coordinate(0.0, 50.0),
                     );
                     w.event_with_seq(
-                        "spawn",
-                        k,
-                        n,
-                        format_args!(r#","x":{x:.2},"y":{y:.2},"z":{z:.2}}}"#),
-                    );
-                } else if roll < mix.spawn + mix.moves {
-                    let (x, y, z) = (
-                        rng.coordinate(-1000.0, 1000.0),
-                        rng.coordinate(-1000.0, 1000.0),
-                        rng.coordinate(0.0, 50.0),
-                    );
-                    w.event_with_seq(
-                        "move",
+                        kind,
                         k,
                         n,
                         format_args!(r#","x":{x:.2},"y":{y:.2},"z":{z:.2}}}"#),

@@ -110,16 +110,7 @@ impl Dataplane {
         targets: &[(u32, i64)],
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        self.wait(timeout, "processed", |d| {
-            let status = d.status()?;
-            let done = |p: u32| {
-                status["partitions"]
-                    .as_array()
-                    .and_then(|ps| ps.iter().find(|e| e["partition"] == p))
-                    .and_then(|e| e["processed"].as_i64())
-            };
-            Ok(targets.iter().all(|&(p, target)| done(p).is_some_and(|o| o >= target)))
-        })
+        self.wait_offsets("processed", targets, timeout)
     }
 
     /// Waits until every (partition, offset) in `targets` is committed.
@@ -128,15 +119,26 @@ impl Dataplane {
         targets: &[(u32, i64)],
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        self.wait(timeout, "committed", |d| {
+        self.wait_offsets("committed", targets, timeout)
+    }
+
+    /// Waits until `/status` shows offset `field` of every partition in `targets` at
+    /// least at its target.
+    fn wait_offsets(
+        &mut self,
+        field: &'static str,
+        targets: &[(u32, i64)],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.wait(timeout, field, |d| {
             let status = d.status()?;
-            let done = |p: u32| {
+            let reached = |p: u32| {
                 status["partitions"]
                     .as_array()
                     .and_then(|ps| ps.iter().find(|e| e["partition"] == p))
-                    .and_then(|e| e["committed"].as_i64())
+                    .and_then(|e| e[field].as_i64())
             };
-            Ok(targets.iter().all(|&(p, target)| done(p).is_some_and(|o| o >= target)))
+            Ok(targets.iter().all(|&(p, target)| reached(p).is_some_and(|o| o >= target)))
         })
     }
 

@@ -9,8 +9,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// A client configuration for the broker at `bootstrap`, tuned for a loopback broker
@@ -122,30 +124,18 @@ impl Writer {
     /// Sends `records` to `topic`, retrying while the local queue is full.
     pub fn send(&self, topic: &str, records: &[Outgoing<'_>]) -> anyhow::Result<()> {
         for r in records {
-            loop {
-                let mut record =
-                    BaseRecord::<[u8], [u8]>::to(topic).partition(r.partition).payload(r.value);
-                if let Some(key) = r.key {
-                    record = record.key(key);
-                }
-                if let Some(ts) = r.timestamp_ms {
-                    record = record.timestamp(ts);
-                }
-                if !r.headers.is_empty() {
-                    record = record.headers(headers(r.headers));
-                }
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, _))
-                        if e.rdkafka_error_code()
-                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                    {
-                        self.producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => return Err(e).context("producing"),
-                }
+            let mut record =
+                BaseRecord::<[u8], [u8]>::to(topic).partition(r.partition).payload(r.value);
+            if let Some(key) = r.key {
+                record = record.key(key);
             }
-            self.producer.poll(Duration::ZERO);
+            if let Some(ts) = r.timestamp_ms {
+                record = record.timestamp(ts);
+            }
+            if !r.headers.is_empty() {
+                record = record.headers(headers(r.headers));
+            }
+            send_waiting(&self.producer, record).context("producing")?;
         }
         Ok(())
     }
@@ -162,6 +152,26 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Sends `record`, serving delivery reports while the producer's local queue is full,
+/// then serves those already due.
+pub fn send_waiting<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+) -> KafkaResult<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => break,
+            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                record = r;
+                producer.poll(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+    producer.poll(Duration::ZERO);
+    Ok(())
 }
 
 /// A record read back.
