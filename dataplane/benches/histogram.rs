@@ -48,8 +48,8 @@ fn observe(c: &mut Criterion) {
         let lat = latencies(run);
         let n = run as u64;
 
-        let shared = Histogram::default();
-        let mut local = LocalHistogram::default();
+        let shared = Histogram::new(&LATENCY_BUCKETS);
+        let mut local: LocalHistogram = shared.local();
         group.bench_with_input(BenchmarkId::new("hand_written", run), &lat, |b, lat| {
             b.iter(|| {
                 for &ns in lat {

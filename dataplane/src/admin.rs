@@ -10,7 +10,7 @@ use gameshard_admin::{Config, Reply, Routes, Server, StatusCode};
 use serde::Serialize;
 
 use crate::clock;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PartitionState};
 
 /// What the probes and `/status` report beyond the metrics.
 #[derive(Default)]
@@ -121,6 +121,8 @@ struct Status<'a> {
 #[derive(Serialize)]
 struct PartitionStatus {
     partition: usize,
+    state: PartitionState,
+    epoch: u64,
     processed: Option<i64>,
     committed: Option<i64>,
     snapshot: Option<i64>,
@@ -133,9 +135,11 @@ fn status(metrics: &Metrics, health: &Health) -> String {
         .partitions
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.owned.load(Relaxed))
+        .filter(|(_, p)| p.held())
         .map(|(partition, p)| PartitionStatus {
             partition,
+            state: p.state().0,
+            epoch: p.state().1,
             processed: known(p.processed.load(Relaxed)),
             committed: known(p.committed.load(Relaxed)),
             snapshot: known(p.snapshot.load(Relaxed)),
@@ -184,7 +188,7 @@ mod tests {
     #[test]
     fn endpoints_answer_with_metrics_probes_and_status() {
         let metrics = Arc::new(Metrics::new("zone-1", 4, &["stale_seq"]));
-        metrics.partitions[1].owned.store(true, Relaxed);
+        metrics.partitions[1].set_state(PartitionState::Owned, 3);
         metrics.partitions[1].processed.store(42, Relaxed);
         metrics.applied.fetch_add(3, Relaxed);
         let health = Arc::new(Health::default());
@@ -218,6 +222,8 @@ mod tests {
         assert_eq!(status["events"], 3);
         assert_eq!(status["partitions"][0]["partition"], 1);
         assert_eq!(status["partitions"][0]["processed"], 42);
+        assert_eq!(status["partitions"][0]["state"], "owned");
+        assert_eq!(status["partitions"][0]["epoch"], 3);
         assert!(status["partitions"][0]["committed"].is_null());
 
         assert_eq!(get(addr, "/nope").0, "HTTP/1.1 404 Not Found");
