@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use gameshard_dataplane::clock;
+use gameshard_dataplane::pipeline::{Chunk, ChunkEnd};
 use gameshard_dataplane::sink::{Progress, Sink};
 use gameshard_dataplane::source::{Acquisition, Polled, Record as SourceRecord, Source};
 use gameshard_engine::RecordMeta;
@@ -105,6 +106,8 @@ pub fn scenario<W>(
         updates: 0,
         dead_letters: 0,
         bytes: 0,
+        snapshots: 0,
+        snapshot_bytes: 0,
     };
     (source, sink)
 }
@@ -306,6 +309,10 @@ pub struct ScenarioSink {
     pub dead_letters: u64,
     /// Bytes of keys, values and dead letters received.
     pub bytes: u64,
+    /// Snapshots completed, and the bytes of every snapshot chunk received.
+    pub snapshots: u64,
+    /// Bytes of snapshot chunks received.
+    pub snapshot_bytes: u64,
 }
 
 impl Sink for ScenarioSink {
@@ -320,6 +327,11 @@ impl Sink for ScenarioSink {
     fn dead_letter(&mut self, _src: &RecordMeta, _reason: &'static str, payload: &[u8]) {
         self.dead_letters += 1;
         self.bytes += payload.len() as u64;
+    }
+
+    fn snapshot_chunk(&mut self, chunk: &Chunk) {
+        self.snapshot_bytes += chunk.bytes.len() as u64;
+        self.snapshots += u64::from(chunk.end == ChunkEnd::Last);
     }
 
     fn end_batch(&mut self, progress: &[Progress], now_ns: u64) {

@@ -1,22 +1,28 @@
-//! The state-machine thread: a single-threaded smol executor pinned to one core. It owns
-//! one world per input partition; one task applies the batches in offset order, and a
-//! task per snapshot in progress writes that snapshot in slices between batches.
+//! The state-machine thread, pinned to one core. It owns one world per input
+//! partition; one future applies the batches in offset order, and snapshot writers
+//! write the snapshots it begins in slices between batches. A large partition is
+//! snapshotted (periodically, or to hand it to another pod) without pausing the
+//! others: after each batch the applying future yields, a writer writes one slice of
+//! about 50 µs and yields back, and while no batch is waiting the writers run back to
+//! back. Worlds are shared between them through a `RefCell`, borrowed only between two
+//! awaits.
 //!
-//! The executor is what lets a large partition be snapshotted (periodically, or to hand
-//! it to another pod) without pausing the others: after each batch the applying task
-//! yields, a snapshot task writes one slice of about 50 µs and yields back, and while
-//! no batch is waiting the snapshot tasks run back to back. Worlds are shared between
-//! the tasks through a `RefCell`, borrowed only between two awaits.
+//! They are joined into the one future that `smol::block_on` polls rather than spawned
+//! on a `LocalExecutor`: the executor's run queue is an unbounded concurrent queue that
+//! allocates a block every few dozen wake-ups, and a writer wakes after every slice,
+//! while a joined future is woken through `block_on`'s parker alone. With them joined,
+//! snapshots in slices cost the hot path no allocation (the zero-allocation test
+//! snapshots every partition twice a pass).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use gameshard_engine::{EventBatch, Game, Outcome, Span, World};
-use smol::LocalExecutor;
 
 use super::batch::{DeadLetter, Handoff, Out, Purpose, Released, SnapshotStart, UpdateBatch, Work};
-use super::{Queues, SnapshotPolicy, SnapshotSizes, snapshot};
+use super::snapshot::{self, Job, Jobs};
+use super::{Queues, SnapshotPolicy, SnapshotSizes};
 use crate::metrics::{Metrics, PartitionState};
 use crate::sink::Progress;
 use crate::source::Acquisition;
@@ -43,14 +49,6 @@ pub(super) struct Slot<W> {
 /// The worlds, by partition number.
 pub(super) type Slots<W> = RefCell<Vec<Option<Slot<W>>>>;
 
-/// A snapshot to start writing once the batch that began it has been sent on.
-struct Pending<W> {
-    id: u64,
-    partition: u32,
-    /// The world, for a partition given up; `None` reads the live one.
-    frozen: Option<W>,
-}
-
 /// Runs the state machine until the pipeline drains.
 #[allow(clippy::too_many_arguments)] // the thread's whole setup, passed once
 pub(super) fn run<G: Game>(
@@ -63,13 +61,11 @@ pub(super) fn run<G: Game>(
     spin: Duration,
 ) {
     let slots: Slots<G::World> = RefCell::new((0..partitions).map(|_| None).collect());
-    let writing = Cell::new(0);
-    let executor = LocalExecutor::new();
+    let jobs = Jobs::new(partitions);
     let machine = StateMachine::<G> {
         slots: &slots,
-        writing: &writing,
+        jobs: &jobs,
         policy,
-        sizes,
         next_snapshot_id: snapshot_ids_from,
         now_ms: 0,
         touched: Vec::with_capacity(partitions),
@@ -77,15 +73,18 @@ pub(super) fn run<G: Game>(
         pending: Vec::with_capacity(partitions),
         unowned_warned: false,
     };
-    smol::block_on(executor.run(machine.run(&executor, queues, metrics, spin)));
+    let writers = smol::future::zip(
+        snapshot::writer(&jobs, &slots, queues, sizes),
+        snapshot::writer(&jobs, &slots, queues, sizes),
+    );
+    smol::block_on(smol::future::zip(machine.run(queues, metrics, spin), writers));
 }
 
 struct StateMachine<'a, G: Game> {
     slots: &'a Slots<G::World>,
-    /// Snapshot tasks running.
-    writing: &'a Cell<usize>,
+    /// Snapshots for the writers.
+    jobs: &'a Jobs<G::World>,
     policy: SnapshotPolicy,
-    sizes: SnapshotSizes,
     next_snapshot_id: u64,
     /// Latest time the IO thread told.
     now_ms: i64,
@@ -93,22 +92,21 @@ struct StateMachine<'a, G: Game> {
     touched: Vec<u32>,
     /// Rejections of the current batch, by reason.
     rejected: Vec<u64>,
-    /// Snapshots begun by the current batch.
-    pending: Vec<Pending<G::World>>,
+    /// Snapshots begun by the current batch, queued once it is sent on.
+    pending: Vec<Job<G::World>>,
     unowned_warned: bool,
 }
 
 impl<'a, G: Game> StateMachine<'a, G> {
     async fn run(
         mut self,
-        executor: &LocalExecutor<'a>,
         queues: &'a Queues<G::Event, G::World, G::Update>,
         metrics: &Metrics,
         spin: Duration,
     ) {
         loop {
             // While a snapshot is being written, the gaps between batches are its.
-            let spin = if self.writing.get() > 0 { Duration::ZERO } else { spin };
+            let spin = if self.jobs.open() > 0 { Duration::ZERO } else { spin };
             let Some(work) = queues.work.recv_spinning(spin).await else { break };
             metrics.queue_depth.store(queues.work.len() as u64, Relaxed);
             let Some(mut out) = queues.free_updates.recv().await else { break };
@@ -152,23 +150,20 @@ impl<'a, G: Game> StateMachine<'a, G> {
                 break;
             }
             // A snapshot's chunks follow the batch that began it.
-            for Pending { id, partition, frozen } in self.pending.drain(..) {
-                self.writing.set(self.writing.get() + 1);
-                let (slots, writing, sizes) = (self.slots, self.writing, self.sizes);
-                executor
-                    .spawn(snapshot::write(id, partition, frozen, slots, queues, sizes, writing))
-                    .detach();
+            for job in self.pending.drain(..) {
+                self.jobs.push(job);
             }
             if drain {
-                while self.writing.get() > 0 {
+                while self.jobs.open() > 0 {
                     smol::Timer::after(Duration::from_millis(1)).await;
                 }
                 break;
             }
-            if self.writing.get() > 0 {
+            if self.jobs.open() > 0 {
                 smol::future::yield_now().await;
             }
         }
+        self.jobs.close();
         queues.out.close();
         queues.free_events.close();
     }
@@ -242,7 +237,7 @@ impl<'a, G: Game> StateMachine<'a, G> {
                 epoch,
                 purpose: Purpose::Release,
             });
-            self.pending.push(Pending { id, partition, frozen: Some(slot.world) });
+            self.pending.push(Job { id, partition, frozen: Some(slot.world) });
             Some(id)
         };
         out.released.push(Released { partition, epoch, next_offset, snapshot, fenced });
@@ -360,7 +355,7 @@ fn begin_periodic<W: World, U>(
     id: u64,
     partition: u32,
     out: &mut UpdateBatch<U>,
-    pending: &mut Vec<Pending<W>>,
+    pending: &mut Vec<Job<W>>,
 ) {
     slot.world.snapshot_begin();
     slot.writing = Some(id);
@@ -372,7 +367,7 @@ fn begin_periodic<W: World, U>(
         epoch: slot.epoch,
         purpose: Purpose::Periodic,
     });
-    pending.push(Pending { id, partition, frozen: None });
+    pending.push(Job { id, partition, frozen: None });
 }
 
 #[cold]

@@ -288,6 +288,9 @@ impl World for SpecWorld {
         c.kept_at.clear();
         c.kept_at.resize(c.players as usize, 0);
         c.kept.clear();
+        // Room to keep every row: a snapshot never grows it on the hot path, and its
+        // capacity follows the world's size, not how busy a snapshot's window was.
+        c.kept.reserve(c.players as usize);
     }
 
     fn snapshot_continue(&mut self, out: &mut Vec<u8>, budget: usize) -> bool {
