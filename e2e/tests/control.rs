@@ -11,10 +11,13 @@ use gameshard_e2e::harness::kafka::{self, Outgoing};
 use gameshard_e2e::harness::zone::{DeadLetters, Zone};
 use gameshard_e2e::verify;
 
+/// The control topic's suffix.
+const CONTROL: &str = "control";
+
 fn publish(zone: &Zone, epoch: i64, pods: &[(&str, &[i32])]) {
     let a = Assignment {
         epoch,
-        shard: "zone-a".into(),
+        shard: zone.name().into(),
         partitions: 4,
         pods: pods
             .iter()
@@ -23,8 +26,11 @@ fn publish(zone: &Zone, epoch: i64, pods: &[(&str, &[i32])]) {
     };
     let value = serde_json::to_vec(&a).expect("serializes");
     let w = kafka::Writer::new(&zone.bootstrap()).expect("producer");
-    w.send("control", &[Outgoing { key: Some(ASSIGNMENT_KEY), ..Outgoing::value(0, &value) }])
-        .expect("sent");
+    w.send(
+        &zone.topic(CONTROL),
+        &[Outgoing { key: Some(ASSIGNMENT_KEY), ..Outgoing::value(0, &value) }],
+    )
+    .expect("sent");
     w.flush().expect("flushed");
 }
 
@@ -33,14 +39,9 @@ fn pod(zone: &Zone, name: &str) -> Dataplane {
     let at = args.iter().position(|a| a == "--partitions").expect("standalone flag present");
     args.splice(
         at..at + 2,
-        [
-            "--control-topic".to_owned(),
-            "control".to_owned(),
-            "--pod-id".to_owned(),
-            name.to_owned(),
-        ],
+        ["--control-topic".to_owned(), zone.topic(CONTROL), "--pod-id".to_owned(), name.to_owned()],
     );
-    Dataplane::start(&args).expect("data plane starts")
+    zone.start_dataplane(&args).expect("data plane starts")
 }
 
 fn owned(dp: &Dataplane) -> Vec<i64> {
@@ -56,14 +57,14 @@ fn owned(dp: &Dataplane) -> Vec<i64> {
 #[test]
 fn pods_own_what_the_assignment_says_and_restart_when_it_changes() {
     let Some(zone) = Zone::start("control", 4).expect("zone starts") else { return };
-    kafka::create_topics(&zone.bootstrap(), &[("control", 1)]).expect("control topic");
+    kafka::create_topics(&zone.bootstrap(), &[(&zone.topic(CONTROL), 1)]).expect("control topic");
     zone.produce(&verify::stream(41, 200, 4, 80, 16)).expect("produce");
 
-    let mut a = pod(&zone, "zone-a-0");
+    let mut a = pod(&zone, "zone-0");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(a.get("/readyz").expect("readyz").0, 503, "not ready without an assignment");
-    publish(&zone, 1, &[("zone-a-0", &[0, 1]), ("zone-a-1", &[2, 3])]);
-    let mut b = pod(&zone, "zone-a-1");
+    publish(&zone, 1, &[("zone-0", &[0, 1]), ("zone-1", &[2, 3])]);
+    let mut b = pod(&zone, "zone-1");
     a.wait_ready(Duration::from_secs(30)).expect("a ready");
     b.wait_ready(Duration::from_secs(30)).expect("b ready");
     assert_eq!(owned(&a), [0, 1]);
@@ -75,7 +76,7 @@ fn pods_own_what_the_assignment_says_and_restart_when_it_changes() {
 
     // Partition 1 moves to b: a and b both drain and exit; their restarts own the new
     // split. An assignment that keeps a pod's partitions would leave it running.
-    publish(&zone, 2, &[("zone-a-0", &[0]), ("zone-a-1", &[1, 2, 3])]);
+    publish(&zone, 2, &[("zone-0", &[0]), ("zone-1", &[1, 2, 3])]);
     for dp in [&mut a, &mut b] {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while dp.exited().expect("status").is_none() {
@@ -85,11 +86,11 @@ fn pods_own_what_the_assignment_says_and_restart_when_it_changes() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(dp.log_text().contains("partitions changed"), "{}", dp.log_text());
+        assert!(dp.log_text().contains("partitions changed"), "{}", dp.report());
     }
     zone.produce(&verify::stream(42, 200, 4, 40, 16)).expect("produce more");
-    let mut a = pod(&zone, "zone-a-0");
-    let mut b = pod(&zone, "zone-a-1");
+    let mut a = pod(&zone, "zone-0");
+    let mut b = pod(&zone, "zone-1");
     a.wait_ready(Duration::from_secs(30)).expect("a ready");
     b.wait_ready(Duration::from_secs(30)).expect("b ready");
     assert_eq!(owned(&a), [0]);

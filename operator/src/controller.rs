@@ -345,6 +345,10 @@ fn kafka_problem(e: &KafkaError) -> Problem {
     match e {
         KafkaError::Unreachable(_) => Problem::BrokerUnreachable,
         KafkaError::Refused(_) => Problem::KafkaRefused,
+        KafkaError::Security { setting, .. } if setting.starts_with("ssl.") => {
+            Problem::BrokerCertificateUntrusted
+        }
+        KafkaError::Security { .. } => Problem::KafkaAuthenticationFailed,
     }
 }
 

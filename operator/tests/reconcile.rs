@@ -414,6 +414,28 @@ async fn an_unreachable_broker_is_a_degraded_condition_not_a_crash() {
 }
 
 #[tokio::test]
+async fn refused_credentials_are_a_degraded_condition_that_names_the_setting() {
+    let refused = KafkaError::Security {
+        setting: "sasl.password".into(),
+        message: "SASL authentication failed for sasl.username \"zone\"".into(),
+    };
+    let (ctx, kafka, mut server) = setup(FakeKafka::with(Err(refused)));
+    reconcile(shard(1, json!({})), ctx, async move {
+        server.get_missing(STS).await;
+        assert_eq!(server.event().await, "KafkaAuthenticationFailed");
+        let patch = server.apply_status().await;
+        let degraded = condition(&patch["status"], "Degraded");
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "KafkaAuthenticationFailed");
+        let message = degraded["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("sasl.password: "), "names the setting: {message}");
+        server.silent().await;
+    })
+    .await;
+    assert!(kafka.published.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_partition_mismatch_is_reported_and_nothing_is_applied() {
     let (ctx, _kafka, mut server) =
         setup(FakeKafka::with(Ok(vec![Some(16), Some(16), Some(16), Some(1), Some(16)])));

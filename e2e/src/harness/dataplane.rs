@@ -54,6 +54,7 @@ pub struct Dataplane {
     child: Option<Child>,
     admin: SocketAddr,
     log: PathBuf,
+    broker_log: Option<String>,
 }
 
 impl Dataplane {
@@ -72,7 +73,14 @@ impl Dataplane {
             .stderr(out)
             .spawn()
             .context("starting gameshard-dataplane")?;
-        Ok(Self { child: Some(child), admin, log })
+        Ok(Self { child: Some(child), admin, log, broker_log: None })
+    }
+
+    /// Names the broker's log file in this data plane's failure messages.
+    #[must_use]
+    pub fn with_broker_log(mut self, path: &str) -> Self {
+        self.broker_log = Some(path.to_owned());
+        self
     }
 
     /// The log file.
@@ -83,6 +91,15 @@ impl Dataplane {
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log so far, followed by where the broker's log is, for failure messages.
+    pub fn report(&self) -> String {
+        let mut text = format!("data plane log ({}):\n{}", self.log.display(), self.log_text());
+        if let Some(broker) = &self.broker_log {
+            text.push_str(&format!("(broker log: {broker})\n"));
+        }
+        text
     }
 
     /// `GET path` on the admin server: status code and body.
@@ -154,16 +171,13 @@ impl Dataplane {
                 return Ok(());
             }
             if let Some(status) = self.exited()? {
-                bail!(
-                    "the data plane exited ({status}) before it was {what}; log:\n{}",
-                    self.log_text()
-                );
+                bail!("the data plane exited ({status}) before it was {what}; {}", self.report());
             }
             if Instant::now() > deadline {
                 let status = self.get("/status").map(|(_, body)| body).unwrap_or_default();
                 bail!(
-                    "the data plane was not {what} within {timeout:?}; status:\n{status}\nlog:\n{}",
-                    self.log_text()
+                    "the data plane was not {what} within {timeout:?}; status:\n{status}\n{}",
+                    self.report()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -214,8 +228,8 @@ impl Dataplane {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!(
-                    "the data plane did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                    self.log_text()
+                    "the data plane did not exit within {timeout:?} of SIGTERM; {}",
+                    self.report()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
