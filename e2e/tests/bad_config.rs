@@ -149,7 +149,7 @@ fn unknown_topics_and_partitions_are_named_and_nothing_is_consumed() {
     }
 }
 
-/// Runs the data plane against the broker's SASL_SSL listener with `settings` in a
+/// Runs the data plane against the broker's `SASL_SSL` listener with `settings` in a
 /// credentials folder, and asserts that it is refused within seconds with one line
 /// that starts with `setting`.
 fn assert_security_refused(

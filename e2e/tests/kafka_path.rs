@@ -1,6 +1,6 @@
 //! The data plane on a real broker: events in, updates out, exactly as the reference
 //! model says, in each output framing; malformed units on the dead-letter topic exactly
-//! once; SIGTERM drains; and the same through the broker's SASL_SSL listener with the
+//! once; SIGTERM drains; and the same through the broker's `SASL_SSL` listener with the
 //! settings a credentials Secret gives.
 
 use std::time::Duration;

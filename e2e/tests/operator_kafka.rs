@@ -1,6 +1,6 @@
 //! The operator's Kafka operations against a real broker: partition counts, topic
 //! creation (idempotent), and the assignment a data plane reads back, on the PLAINTEXT
-//! listener and through SASL_SSL with the settings a credentials Secret gives; refused
+//! listener and through `SASL_SSL` with the settings a credentials Secret gives; refused
 //! credentials and an untrusted CA named at once, not as an unreachable cluster.
 
 use std::collections::BTreeMap;

@@ -329,11 +329,14 @@ fn partition_count(metadata: &Metadata, topic: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// An error code and reason, the client's settings, and the setting to name.
+    type Case<'a> = (RDKafkaErrorCode, &'a str, &'a [(String, String)], Option<&'a str>);
+
     #[test]
     fn security_errors_name_the_setting_that_causes_them() {
         let user = vec![("sasl.username".to_owned(), "alice".to_owned())];
         let inline_ca = vec![("ssl.ca.pem".to_owned(), "-----BEGIN CERTIFICATE-----".to_owned())];
-        let cases: [(RDKafkaErrorCode, &str, &[(String, String)], Option<&str>); 6] = [
+        let cases: [Case<'_>; 6] = [
             (
                 RDKafkaErrorCode::Authentication,
                 "SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512",

@@ -1,8 +1,8 @@
-//! An Apache Kafka broker on loopback: one combined broker and controller in KRaft
+//! An Apache Kafka broker on loopback: one combined broker and controller in `KRaft`
 //! mode, run from the release `scripts/setup` resolves into the machine's cache.
 //!
 //! Each broker has its own folder (configuration, certificates, log directory), three
-//! free ports (a PLAINTEXT listener, a SASL_SSL listener with SCRAM-SHA-512, and the
+//! free ports (a PLAINTEXT listener, a `SASL_SSL` listener with SCRAM-SHA-512, and the
 //! controller's), and a log file outside that folder whose path every failure names.
 //! Tests of one binary share one broker ([`Broker::shared`]) and name their topics
 //! per test; a test that kills or restarts the broker starts its own
@@ -13,6 +13,7 @@
 //! the test process. Whichever way that process ends, the kernel closes the pipe, the
 //! read returns, and the watchdog kills the JVM and removes its folder.
 
+use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -35,16 +36,16 @@ const KAFKA_POM: &str = include_str!("../../kafka/pom.xml");
 pub const KAFKA_INSTALL: &str = "run scripts/setup (a Java 17 runtime, Maven, and the \
     Kafka release of e2e/kafka/pom.xml in ~/.cache/gameshard)";
 
-/// The SCRAM-SHA-512 user the SASL_SSL listener knows, created when storage is formatted.
+/// The SCRAM-SHA-512 user the `SASL_SSL` listener knows, created when storage is formatted.
 pub const SASL_USER: &str = "gameshard";
 /// That user's password.
 pub const SASL_PASSWORD: &str = "gameshard-test-secret";
 /// The protocol of the secured listener.
 pub const SECURITY_PROTOCOL: &str = "SASL_SSL";
-/// The SASL mechanism of the SASL_SSL listener.
+/// The SASL mechanism of the `SASL_SSL` listener.
 pub const SASL_MECHANISM: &str = "SCRAM-SHA-512";
 
-/// The KRaft cluster id every test broker is formatted with (base64url of 16 bytes).
+/// The `KRaft` cluster id every test broker is formatted with (base64url of 16 bytes).
 const CLUSTER_ID: &str = "R2FtZVNoYXJkVGVzdDAwMA";
 
 /// How long a broker may take from its start to answering metadata requests. A cold
@@ -188,7 +189,7 @@ impl Broker {
                 "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT".to_owned(),
             ),
             ("log.dirs", path(&data)?.to_owned()),
-            // The SASL_SSL listener: SCRAM users from the metadata log, a PEM keystore.
+            // The `SASL_SSL` listener: SCRAM users from the metadata log, a PEM keystore.
             ("sasl.enabled.mechanisms", SASL_MECHANISM.to_owned()),
             (
                 "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config",
@@ -216,7 +217,10 @@ impl Broker {
             // The log cleaner's default 128 MiB buffer would take a quarter of the heap.
             ("log.cleaner.dedupe.buffer.size", "16777216".to_owned()),
         ];
-        let text: String = properties.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let text = properties.iter().fold(String::new(), |mut text, (k, v)| {
+            let _ = writeln!(text, "{k}={v}");
+            text
+        });
         std::fs::write(self.dir.join("server.properties"), text)?;
         std::fs::write(
             self.dir.join("log4j2.properties"),
@@ -345,7 +349,7 @@ impl Broker {
         format!("127.0.0.1:{}", self.ports.plaintext)
     }
 
-    /// The SASL_SSL listener's bootstrap address.
+    /// The `SASL_SSL` listener's bootstrap address.
     pub fn sasl_bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.ports.sasl_ssl)
     }
@@ -355,7 +359,7 @@ impl Broker {
         &self.certificates.ca
     }
 
-    /// The librdkafka settings a credentials Secret gives a client of the SASL_SSL
+    /// The librdkafka settings a credentials Secret gives a client of the `SASL_SSL`
     /// listener: the protocol, the SCRAM user and its password, and the CA to trust
     /// (`ssl.ca.pem`, the certificate itself, as a Secret holds it).
     pub fn sasl_settings(&self) -> Vec<(String, String)> {

@@ -1,5 +1,6 @@
 //! A `gameshard-dataplane` process, with its admin server on a free loopback port.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -97,7 +98,7 @@ impl Dataplane {
     pub fn report(&self) -> String {
         let mut text = format!("data plane log ({}):\n{}", self.log.display(), self.log_text());
         if let Some(broker) = &self.broker_log {
-            text.push_str(&format!("(broker log: {broker})\n"));
+            let _ = writeln!(text, "(broker log: {broker})");
         }
         text
     }

@@ -149,7 +149,7 @@ impl Zone {
         self.args_via(&self.bootstrap, extra)
     }
 
-    /// The same, with another bootstrap address of the broker (its SASL_SSL listener).
+    /// The same, with another bootstrap address of the broker (its `SASL_SSL` listener).
     pub fn args_via(&self, bootstrap: &str, extra: &[&str]) -> Vec<String> {
         let all = format!("0-{}", self.partitions - 1);
         let mut v: Vec<String> = vec![
