@@ -8,10 +8,8 @@
 //! per test; a test that kills or restarts the broker starts its own
 //! ([`Broker::start`]).
 //!
-//! A broker never outlives its test process: a static's `Drop` does not run at exit,
-//! so each JVM has a watchdog, a shell that blocks reading a pipe whose only writer is
-//! the test process. Whichever way that process ends, the kernel closes the pipe, the
-//! read returns, and the watchdog kills the JVM and removes its folder.
+//! A broker never outlives its test process: a [`Watchdog`] kills the JVM and removes
+//! its folder when that process ends, however it ends.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -26,6 +24,7 @@ use nix::unistd::Pid;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use super::watchdog::Watchdog;
 use super::{kafka, tls, tools};
 
 /// The pom that pins the Apache Kafka release (`kafka.version`), shared with every
@@ -124,7 +123,7 @@ pub struct Broker {
     log: PathBuf,
     certificates: tls::Certificates,
     jvm: Option<Child>,
-    watchdog: Option<Child>,
+    watchdog: Option<Watchdog>,
 }
 
 impl Broker {
@@ -293,15 +292,7 @@ impl Broker {
             .stderr(log)
             .spawn()
             .context("starting the Kafka broker")?;
-        let watchdog = Command::new("sh")
-            .args(["-c", r#"read -r _; kill -9 "$1" 2>/dev/null; rm -rf "$2""#])
-            .arg("gameshard-kafka-watchdog")
-            .arg(jvm.id().to_string())
-            .arg(&self.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let watchdog = Watchdog::guard(jvm.id(), Some(&self.dir));
         self.jvm = Some(jvm);
         self.watchdog = Some(watchdog.context("starting the broker's watchdog")?);
         self.wait_ready()
@@ -426,12 +417,9 @@ impl Broker {
         self.spawn()
     }
 
-    /// Ends the watchdog of a JVM that is gone (it must not kill a reused pid later).
+    /// Ends the watchdog of a JVM that is gone.
     fn end_watchdog(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
+        self.watchdog = None;
     }
 }
 

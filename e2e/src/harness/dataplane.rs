@@ -13,6 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::broker::free_port;
+use super::watchdog::Watchdog;
 
 /// The `gameshard-dataplane` binary of this build profile, built (or found up to date)
 /// once per test process so that tests never run a stale binary.
@@ -53,6 +54,7 @@ fn build() -> anyhow::Result<PathBuf> {
 /// A running data plane, killed when dropped.
 pub struct Dataplane {
     child: Option<Child>,
+    watchdog: Option<Watchdog>,
     admin: SocketAddr,
     log: PathBuf,
     broker_log: Option<String>,
@@ -74,7 +76,11 @@ impl Dataplane {
             .stderr(out)
             .spawn()
             .context("starting gameshard-dataplane")?;
-        Ok(Self { child: Some(child), admin, log, broker_log: None })
+        // A test process killed outright must not leave its data planes running.
+        let watchdog = Watchdog::guard(child.id(), None);
+        let mut dp = Self { child: Some(child), watchdog: None, admin, log, broker_log: None };
+        dp.watchdog = Some(watchdog.context("starting the data plane's watchdog")?);
+        Ok(dp)
     }
 
     /// Names the broker's log file in this data plane's failure messages.
@@ -187,10 +193,15 @@ impl Dataplane {
 
     /// The exit status, if the process has ended.
     pub fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        match &mut self.child {
-            Some(child) => Ok(child.try_wait()?),
+        let status = match &mut self.child {
+            Some(child) => child.try_wait()?,
             None => bail!("the data plane was stopped"),
+        };
+        if status.is_some() {
+            // Reaped: its pid may go to another process.
+            self.watchdog = None;
         }
+        Ok(status)
     }
 
     /// Peak resident set size of the process so far, in MB.
@@ -214,6 +225,7 @@ impl Dataplane {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.watchdog = None;
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
@@ -223,11 +235,13 @@ impl Dataplane {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait()? {
+                self.watchdog = None;
                 return Ok(status);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
+                self.watchdog = None;
                 bail!(
                     "the data plane did not exit within {timeout:?} of SIGTERM; {}",
                     self.report()

@@ -6,4 +6,5 @@ pub mod dataplane;
 pub mod kafka;
 pub mod tls;
 pub mod tools;
+pub mod watchdog;
 pub mod zone;
