@@ -1,25 +1,26 @@
 //! The operator's Kafka operations against a real broker: partition counts, topic
-//! creation (idempotent), and the assignment a data plane reads back, on the PLAINTEXT
-//! listener and through `SASL_SSL` with the settings a credentials Secret gives; refused
-//! credentials and an untrusted CA named at once, not as an unreachable cluster.
+//! creation (idempotent), the control topic read from its start and appended to, and
+//! a deleted shard's messages cleared with tombstones; on the PLAINTEXT listener and
+//! through `SASL_SSL` with the settings a credentials Secret gives. Refused credentials
+//! and an untrusted CA are named at once, not as an unreachable cluster.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use gameshard_crds::PodAssignment;
-use gameshard_crds::control::{ASSIGNMENT_KEY, Assignment};
+use gameshard_control::{Assignment, Message, PodPartitions};
 use gameshard_e2e::harness::broker::Broker;
 use gameshard_e2e::harness::zone::TempDir;
 use gameshard_e2e::harness::{kafka, tls};
 use gameshard_operator::topics::{Cluster, Kafka, KafkaError, RdKafka, TopicSpec};
 
-/// Counts, creates and publishes on `cluster`, with topics named after `prefix`.
+/// Counts, creates, publishes and clears on `cluster`, with topics named after `prefix`.
 async fn administer(broker: &Broker, cluster: &Cluster, prefix: &str) {
     let [input, output, control] = ["in", "out", "ctl"].map(|t| format!("{prefix}.{t}"));
     kafka::create_topics(&broker.bootstrap(), &[(&input, 6)]).expect("input topic");
 
     let names = vec![input.clone(), output.clone(), control.clone()];
-    assert_eq!(RdKafka.partitions(cluster, &names).await, Ok(vec![Some(6), None, None]));
+    let rdkafka = RdKafka::default();
+    assert_eq!(rdkafka.partitions(cluster, &names).await, Ok(vec![Some(6), None, None]));
     let wanted = [
         TopicSpec { name: output, partitions: 6, config: vec![] },
         TopicSpec {
@@ -28,24 +29,34 @@ async fn administer(broker: &Broker, cluster: &Cluster, prefix: &str) {
             config: vec![("cleanup.policy", "compact")],
         },
     ];
-    RdKafka.create(cluster, &wanted).await.expect("created");
-    RdKafka.create(cluster, &wanted).await.expect("creating existing topics is not an error");
-    assert_eq!(RdKafka.partitions(cluster, &names).await, Ok(vec![Some(6), Some(6), Some(1)]));
+    rdkafka.create(cluster, &wanted).await.expect("created");
+    rdkafka.create(cluster, &wanted).await.expect("creating existing topics is not an error");
+    assert_eq!(rdkafka.partitions(cluster, &names).await, Ok(vec![Some(6), Some(6), Some(1)]));
 
-    let assignment = Assignment {
-        epoch: 7,
+    let assignment = Message::Assignment(Assignment {
         shard: "zone".into(),
+        epoch: 7,
         partitions: 6,
-        pods: vec![PodAssignment { pod: "zone-0".into(), partitions: (0..6).collect() }],
-    };
-    RdKafka
-        .publish(cluster, &control, ASSIGNMENT_KEY, &serde_json::to_vec(&assignment).unwrap())
-        .await
-        .expect("published");
+        pods: vec![PodPartitions { pod: "zone-0".into(), partitions: (0..6).collect() }],
+        moves: Vec::new(),
+    });
+    let open = rdkafka.control(cluster, &control);
+    let link = open().await.expect("the control topic opens");
+    assert_eq!(link.end(), 0, "empty");
+    link.publish(assignment.key(), assignment.value()).await.expect("published");
+    let mut again = open().await.expect("opens again");
+    assert_eq!(again.end(), 1, "the history is one record long");
+    let record = again.next().await.expect("the record reads back from the start");
+    assert_eq!(record.key, b"assignment/zone");
+    assert_eq!(
+        Message::decode(&record.key, record.value.as_deref().unwrap()).unwrap(),
+        Some(assignment)
+    );
+
+    rdkafka.tombstones(cluster, &control, &["assignment/zone".to_owned()]).await.expect("cleared");
     let records = kafka::read_all(&broker.bootstrap(), &control, 1).expect("read back");
-    assert_eq!(records.len(), 1);
-    assert_eq!(records[0].key, ASSIGNMENT_KEY);
-    assert_eq!(serde_json::from_slice::<Assignment>(&records[0].value).unwrap(), assignment);
+    assert_eq!(records.len(), 2);
+    assert!(records[1].value.is_empty(), "a tombstone has no value");
 }
 
 fn secure(broker: &Broker, change: &[(&str, &str)]) -> Cluster {
@@ -57,14 +68,17 @@ fn secure(broker: &Broker, change: &[(&str, &str)]) -> Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_are_counted_created_once_and_the_assignment_lands_on_the_control_topic() {
+async fn topics_are_counted_created_once_and_the_control_topic_reads_back_and_clears() {
     let Some(broker) = Broker::shared().expect("broker starts") else { return };
     let cluster = Cluster { bootstrap: broker.bootstrap(), settings: BTreeMap::new() };
     administer(broker, &cluster, "plain").await;
 
     let nowhere = Cluster { bootstrap: "127.0.0.1:9".into(), settings: BTreeMap::new() };
     let names = vec!["plain.in".to_owned()];
-    assert!(matches!(RdKafka.partitions(&nowhere, &names).await, Err(KafkaError::Unreachable(_))));
+    assert!(matches!(
+        RdKafka::default().partitions(&nowhere, &names).await,
+        Err(KafkaError::Unreachable(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +98,7 @@ async fn refused_credentials_and_an_untrusted_ca_are_named_at_once() {
         (("ssl.ca.pem", other.as_str()), "ssl.ca.pem"),
     ] {
         let started = Instant::now();
-        let result = RdKafka.partitions(&secure(broker, &[change]), &names).await;
+        let result = RdKafka::default().partitions(&secure(broker, &[change]), &names).await;
         let took = started.elapsed();
         match result {
             Err(KafkaError::Security { setting: named, message }) => {

@@ -192,11 +192,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let addr =
-        admin::serve(args.metrics_addr, metrics.clone(), Arc::clone(&ready)).map_err(|e| {
+    let admin_server = admin::serve(args.metrics_addr, metrics.clone(), Arc::clone(&ready))
+        .map_err(|e| {
             anyhow::anyhow!("--metrics-addr: cannot listen on {}: {e}", args.metrics_addr)
         })?;
-    tracing::info!(%addr, "admin server listening");
+    tracing::info!(addr = %admin_server.addr(), "admin server listening");
 
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("gameshard-operator-{}", std::process::id()));
@@ -224,7 +224,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reporter = controller::reporter(Some(identity));
     let ctx = Arc::new(Context::new(
         client.clone(),
-        RdKafka,
+        RdKafka::default(),
         Http,
         metrics,
         args.dataplane_image,

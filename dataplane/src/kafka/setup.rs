@@ -165,8 +165,8 @@ pub fn consumer(args: &Args) -> ClientConfig {
         args,
         "consumer",
         &[
-            // Brokers that hold a fetch until it expires (tansu does) make this the
-            // floor of every latency; Kafka answers as soon as data is there.
+            // Kafka answers a fetch as soon as data is there: this only bounds how long
+            // a fetch of idle partitions is held.
             ("fetch.wait.max.ms", "5"),
             ("fetch.queue.backoff.ms", "1"),
             ("fetch.error.backoff.ms", "100"),
