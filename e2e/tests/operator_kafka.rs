@@ -41,7 +41,20 @@ async fn administer(broker: &Broker, cluster: &Cluster, prefix: &str) {
         moves: Vec::new(),
     });
     let open = rdkafka.control(cluster, &control);
-    let link = open().await.expect("the control topic opens");
+    // A topic created a moment ago may not have its leader yet: the operator opens it
+    // again after a failure, and so does this test, for a few seconds.
+    let mut tries = 0;
+    let link = loop {
+        match open().await {
+            Ok(link) => break link,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("opening the control topic again after: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the control topic opens: {e}"),
+        }
+    };
     assert_eq!(link.end(), 0, "empty");
     link.publish(assignment.key(), assignment.value()).await.expect("published");
     let mut again = open().await.expect("opens again");
