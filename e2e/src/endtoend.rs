@@ -14,10 +14,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
-use crate::harness::broker::{Broker, Storage};
+use crate::harness::broker::{self, Broker};
 use crate::harness::dataplane::Dataplane;
 use crate::harness::kafka::{self, Deliveries};
-use crate::harness::zone::TempDir;
 use crate::loadgen::{self, Load};
 use crate::workload::{self, Workload};
 
@@ -34,20 +33,8 @@ pub struct Options {
     pub events: u64,
     /// Seconds of load at half the maximum rate, for latency.
     pub latency_secs: f64,
-    /// The broker's storage engine.
-    pub storage: BrokerStorage,
     /// Offered rate of the latency run; default half the measured maximum.
     pub latency_rate: Option<f64>,
-}
-
-/// The tansu storage engine the benchmark runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BrokerStorage {
-    /// `SQLite`: durable and exact, and slow per record.
-    Sqlite,
-    /// In memory: fast, but tansu 0.6 drops some acknowledged records under concurrent
-    /// produce requests, so use it only to see the data plane's own limits.
-    Memory,
 }
 
 const INPUT: &str = "events";
@@ -56,13 +43,8 @@ const PASSTHROUGH: &str = "passthrough";
 
 /// Runs the end-to-end benchmark and returns its report.
 pub fn run(o: &Options) -> anyhow::Result<Value> {
-    let dir = TempDir::new("bench-e2e")?;
-    let storage = match o.storage {
-        BrokerStorage::Sqlite => Storage::Sqlite(dir.0.join("tansu.db")),
-        BrokerStorage::Memory => Storage::Memory,
-    };
-    let Some(broker) = Broker::start(storage)? else {
-        bail!("tansu is required: {}", crate::harness::broker::TANSU_INSTALL);
+    let Some(broker) = Broker::start()? else {
+        bail!("Apache Kafka is required: {}", broker::KAFKA_INSTALL);
     };
     let b = broker.bootstrap();
     let n = o.partitions as i32;
@@ -121,10 +103,8 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
     let hop_ms = |q: f64| hop.value_at_quantile(q) as f64 / 1000.0;
     Ok(json!({
         "bench": "e2e",
-        "broker": match o.storage {
-            BrokerStorage::Sqlite => "tansu 0.6, SQLite engine",
-            BrokerStorage::Memory => "tansu 0.6, memory engine",
-        },
+        "broker": format!("Apache Kafka {}", broker::kafka_version()),
+        "kafka_version": broker::kafka_version(),
         "events": preloaded.events,
         "events_per_sec": events_per_sec.round(),
         "passthrough_events_per_sec": passthrough_events_per_sec.round(),
@@ -307,9 +287,8 @@ fn latencies(brokers: &str, partitions: i32, stop: &AtomicBool) -> anyhow::Resul
 /// Restores a partition of `players` players: runs the data plane over their spawns,
 /// drains it (which snapshots), and restarts it. Returns the restore's report.
 pub fn restore(players: u32) -> anyhow::Result<Value> {
-    let dir = TempDir::new("bench-restore")?;
-    let Some(broker) = Broker::start(Storage::Sqlite(dir.0.join("tansu.db")))? else {
-        bail!("tansu is required: {}", crate::harness::broker::TANSU_INSTALL);
+    let Some(broker) = Broker::start()? else {
+        bail!("Apache Kafka is required: {}", broker::KAFKA_INSTALL);
     };
     let b = broker.bootstrap();
     kafka::create_topics(&b, &[(INPUT, 1), (OUTPUT, 1), ("snapshots", 1)])?;

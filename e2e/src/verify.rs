@@ -16,36 +16,104 @@ use crate::workload::{self, Workload};
 /// An entity's latest state per (partition, key), without its source fields.
 pub type View = BTreeMap<(i32, String), Value>;
 
-/// The view a consumer of `updates` ends with: per partition and key, the update with
-/// the greatest `src_offset` (the later one among equals). Checks along the way that
-/// every update is valid and sits in the partition of its source.
-pub fn fold(updates: &[Incoming]) -> anyhow::Result<View> {
-    let mut latest: BTreeMap<(i32, String), (i64, Value)> = BTreeMap::new();
-    for u in updates {
-        let mut value: Value = serde_json::from_slice(&u.value)?;
-        let key = String::from_utf8(u.key.clone())?;
-        let src_partition = value["src_partition"].as_i64();
-        anyhow::ensure!(
-            src_partition == Some(i64::from(u.partition)),
-            "update {key} of partition {} says {src_partition:?}",
-            u.partition
-        );
-        let offset = value["src_offset"]
-            .as_i64()
-            .ok_or_else(|| anyhow::anyhow!("update {key} has no src_offset"))?;
-        anyhow::ensure!(value["src_ts"].is_i64(), "update {key} has no src_ts");
-        let object = value
-            .as_object_mut()
-            .ok_or_else(|| anyhow::anyhow!("update {key} is not an object"))?;
-        for field in ["src_partition", "src_offset", "src_ts"] {
-            object.remove(field);
+/// The header that marks a record of the `batch` output framing (SPEC section 4).
+pub const FRAMING_HEADER: &str = "gameshard-framing";
+
+/// One entity update read back from the output topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Update {
+    /// The output partition, which is its source partition.
+    pub partition: i32,
+    /// The entity: `player:<id>` or `item:<id>`.
+    pub key: String,
+    /// The input offset of the event that last changed the entity.
+    pub src_offset: i64,
+    /// The entity's state without the source fields.
+    pub state: Value,
+}
+
+/// The updates in `records`, in either output framing (SPEC section 4), in the order a
+/// consumer sees them: record order and, within a `batch` record, line order. Checks
+/// that every update is valid, names the entity its record key names (`entity`
+/// framing) or comes in a keyless record (`batch` framing), and sits in the partition
+/// of its source.
+pub fn updates(records: &[Incoming]) -> anyhow::Result<Vec<Update>> {
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let batch = match r.headers.get(FRAMING_HEADER).map(Vec::as_slice) {
+            None => false,
+            Some(b"batch") => true,
+            Some(other) => anyhow::bail!(
+                "update record {}/{} has framing {:?}",
+                r.partition,
+                r.offset,
+                String::from_utf8_lossy(other)
+            ),
+        };
+        let lines: Vec<&[u8]> = if batch {
+            anyhow::ensure!(
+                r.key.is_empty(),
+                "batch record {}/{} has a key",
+                r.partition,
+                r.offset
+            );
+            r.value.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect()
+        } else {
+            vec![r.value.as_slice()]
+        };
+        anyhow::ensure!(!lines.is_empty(), "update record {}/{} is empty", r.partition, r.offset);
+        for line in lines {
+            let u = update(r.partition, line)?;
+            if !batch {
+                let record_key = String::from_utf8_lossy(&r.key);
+                anyhow::ensure!(
+                    record_key == u.key,
+                    "update of {} in partition {} has record key {record_key:?}",
+                    u.key,
+                    r.partition
+                );
+            }
+            out.push(u);
         }
-        let slot = latest.entry((u.partition, key)).or_insert((i64::MIN, Value::Null));
-        if offset >= slot.0 {
-            *slot = (offset, value);
+    }
+    Ok(out)
+}
+
+/// The view a consumer of `records` ends with, in either output framing: per partition
+/// and entity, the update with the greatest `src_offset` (the later one among equals).
+pub fn fold(records: &[Incoming]) -> anyhow::Result<View> {
+    let mut latest: BTreeMap<(i32, String), (i64, Value)> = BTreeMap::new();
+    for u in updates(records)? {
+        let slot = latest.entry((u.partition, u.key)).or_insert((i64::MIN, Value::Null));
+        if u.src_offset >= slot.0 {
+            *slot = (u.src_offset, u.state);
         }
     }
     Ok(latest.into_iter().map(|(k, (_, v))| (k, v)).collect())
+}
+
+/// One update line of `partition`.
+fn update(partition: i32, bytes: &[u8]) -> anyhow::Result<Update> {
+    let mut state: Value = serde_json::from_slice(bytes)?;
+    let key = match (state["kind"].as_str(), state["id"].as_str()) {
+        (Some(kind @ ("player" | "item")), Some(id)) => format!("{kind}:{id}"),
+        _ => anyhow::bail!("update without a kind and an id: {state}"),
+    };
+    let src_partition = state["src_partition"].as_i64();
+    anyhow::ensure!(
+        src_partition == Some(i64::from(partition)),
+        "update {key} of partition {partition} says {src_partition:?}"
+    );
+    let src_offset = state["src_offset"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("update {key} has no src_offset"))?;
+    anyhow::ensure!(state["src_ts"].is_i64(), "update {key} has no src_ts");
+    let object =
+        state.as_object_mut().ok_or_else(|| anyhow::anyhow!("update {key} is not an object"))?;
+    for field in ["src_partition", "src_offset", "src_ts"] {
+        object.remove(field);
+    }
+    Ok(Update { partition, key, src_offset, state })
 }
 
 /// The view the reference model gives for `input` (records in offset order per
@@ -175,4 +243,83 @@ pub fn stream(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64, key: &str, value: &str, batch: bool) -> Incoming {
+        let mut headers = std::collections::HashMap::new();
+        if batch {
+            headers.insert(FRAMING_HEADER.to_owned(), b"batch".to_vec());
+        }
+        Incoming {
+            partition,
+            offset,
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            headers,
+            timestamp_ms: 0,
+        }
+    }
+
+    fn player(id: &str, hp: i64, src_offset: i64) -> String {
+        format!(
+            r#"{{"kind":"player","id":"{id}","hp":{hp},"src_partition":1,"src_offset":{src_offset},"src_ts":5}}"#
+        )
+    }
+
+    #[test]
+    fn both_framings_fold_to_the_same_view_keeping_the_greatest_source_offset() {
+        let item = r#"{"kind":"item","id":"gem","claimed_by":"a","src_partition":1,"src_offset":3,"src_ts":5}"#;
+        let entity = [
+            record(1, 0, "player:a", &player("a", 100, 2), false),
+            record(1, 1, "item:gem", item, false),
+            record(1, 2, "player:a", &player("a", 75, 3), false),
+            // Republished after a restart: an older state, ignored.
+            record(1, 3, "player:a", &player("a", 100, 2), false),
+        ];
+        let lines = |v: &[String]| v.join("\n");
+        let batch = [
+            record(1, 0, "", &lines(&[player("a", 100, 2), item.to_owned()]), true),
+            // Two changes from one source record: the later line wins.
+            record(1, 1, "", &lines(&[player("a", 90, 3), player("a", 75, 3)]), true),
+            record(1, 2, "", &format!("{}\n", player("a", 100, 2)), true),
+        ];
+        let view = fold(&entity).expect("entity framing folds");
+        assert_eq!(fold(&batch).expect("batch framing folds"), view);
+        assert_eq!(view.len(), 2);
+        assert_eq!(view[&(1, "player:a".to_owned())]["hp"], 75);
+        assert_eq!(view[&(1, "item:gem".to_owned())]["claimed_by"], "a");
+        assert!(view[&(1, "player:a".to_owned())].get("src_offset").is_none());
+    }
+
+    #[test]
+    fn misplaced_mislabelled_or_keyed_updates_are_refused() {
+        let a = player("a", 100, 2);
+        for bad in [
+            // In another partition than its source.
+            record(2, 0, "player:a", &a, false),
+            // Its record key names another entity.
+            record(1, 0, "player:b", &a, false),
+            // A batch record with a key.
+            record(1, 0, "player:a", &a, true),
+            // No source offset.
+            record(
+                1,
+                0,
+                "player:a",
+                r#"{"kind":"player","id":"a","src_partition":1,"src_ts":5}"#,
+                false,
+            ),
+            // An empty batch record.
+            record(1, 0, "", "", true),
+        ] {
+            assert!(fold(std::slice::from_ref(&bad)).is_err(), "{bad:?} refused");
+        }
+        let mut unknown = record(1, 0, "player:a", &a, false);
+        unknown.headers.insert(FRAMING_HEADER.to_owned(), b"columnar".to_vec());
+        assert!(fold(&[unknown]).is_err(), "an unknown framing is refused");
+    }
 }

@@ -1,20 +1,45 @@
-//! The benchmark binary runs end to end and reports every figure it promises. Speed is
-//! not judged here (this is a debug build); the release numbers come from running it.
+//! The benchmark binary runs end to end and reports every figure it promises, the
+//! broker benchmarks on Apache Kafka. Speed is not judged here (this is a debug build);
+//! the release numbers come from running it.
 
 use std::process::Command;
 
-#[test]
-fn the_pipeline_benchmark_prints_one_json_report_with_every_field() {
+use gameshard_e2e::harness::broker;
+
+/// Runs `gameshard-bench` with `args` and returns its one JSON line.
+fn report(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_gameshard-bench"))
-        .args(["pipeline", "--json", "--players", "2000", "--partitions", "2", "--records", "64"])
-        .args(["--events", "40000", "--latency-events", "20000", "--rate", "50000"])
-        .args(["--baseline-events", "20000", "--jitter-secs", "0.1"])
+        .args(args)
         .output()
         .expect("gameshard-bench runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
     assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    serde_json::from_str(&stdout).expect("JSON report")
+}
+
+#[test]
+fn the_pipeline_benchmark_prints_one_json_report_with_every_field() {
+    let report = report(&[
+        "pipeline",
+        "--json",
+        "--players",
+        "2000",
+        "--partitions",
+        "2",
+        "--records",
+        "64",
+        "--events",
+        "40000",
+        "--latency-events",
+        "20000",
+        "--rate",
+        "50000",
+        "--baseline-events",
+        "20000",
+        "--jitter-secs",
+        "0.1",
+    ]);
     for field in [
         "events",
         "events_per_sec",
@@ -34,4 +59,33 @@ fn the_pipeline_benchmark_prints_one_json_report_with_every_field() {
         (report["p50_us"].as_f64(), report["p99_us"].as_f64(), report["p999_us"].as_f64());
     assert!(p50 <= p99 && p99 <= p999, "{report}");
     assert!(report["jitter"].as_array().is_some_and(|j| !j.is_empty()));
+}
+
+#[test]
+fn the_broker_benchmarks_run_on_apache_kafka_and_report_their_figures() {
+    // The benchmarks start their own broker.
+    if !broker::installed() {
+        return;
+    }
+    let e2e = report(&[
+        "e2e",
+        "--json",
+        "--players",
+        "1000",
+        "--partitions",
+        "2",
+        "--events",
+        "20000",
+        "--latency-secs",
+        "1",
+    ]);
+    assert_eq!(e2e["kafka_version"], broker::kafka_version(), "{e2e}");
+    for field in ["events_per_sec", "passthrough_events_per_sec", "p99_ms", "broker_hop_p50_ms"] {
+        assert!(e2e[field].as_f64().is_some_and(|v| v > 0.0), "{field} in {e2e}");
+    }
+    assert!(e2e["latency_updates"].as_u64().is_some_and(|u| u > 0), "latencies were recorded");
+
+    let restore = report(&["restore", "--json", "--players", "2000"]);
+    assert!(restore["entities"].as_f64().is_some_and(|e| e >= 2000.0), "{restore}");
+    assert!(restore["restore_ms"].as_f64().is_some(), "{restore}");
 }

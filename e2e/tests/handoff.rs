@@ -13,11 +13,12 @@ use gameshard_e2e::harness::kafka::{self, Outgoing};
 use gameshard_e2e::harness::zone::{DeadLetters, Zone};
 use gameshard_e2e::verify;
 
-const SHARD: &str = "zone-a";
+/// The control topic's suffix.
+const CONTROL: &str = "control";
 
 fn publish(zone: &Zone, epoch: u64, pods: &[(&str, &[u32])], moves: &[Move]) {
     let a = Message::Assignment(Assignment {
-        shard: SHARD.into(),
+        shard: zone.name().into(),
         epoch,
         partitions: 4,
         pods: pods
@@ -28,8 +29,11 @@ fn publish(zone: &Zone, epoch: u64, pods: &[(&str, &[u32])], moves: &[Move]) {
     });
     let (key, value) = (a.key(), a.value());
     let w = kafka::Writer::new(&zone.bootstrap()).expect("producer");
-    w.send("control", &[Outgoing { key: Some(key.as_bytes()), ..Outgoing::value(0, &value) }])
-        .expect("sent");
+    w.send(
+        &zone.topic(CONTROL),
+        &[Outgoing { key: Some(key.as_bytes()), ..Outgoing::value(0, &value) }],
+    )
+    .expect("sent");
     w.flush().expect("flushed");
 }
 
@@ -38,19 +42,15 @@ fn pod(zone: &Zone, name: &str, extra: &[&str]) -> Dataplane {
     let at = args.iter().position(|a| a == "--partitions").expect("standalone flag present");
     args.splice(
         at..at + 2,
-        [
-            "--control-topic".to_owned(),
-            "control".to_owned(),
-            "--pod-id".to_owned(),
-            name.to_owned(),
-        ],
+        ["--control-topic".to_owned(), zone.topic(CONTROL), "--pod-id".to_owned(), name.to_owned()],
     );
-    Dataplane::start(&args).expect("data plane starts")
+    zone.start_dataplane(&args).expect("data plane starts")
 }
 
-/// The partitions the data plane serves now.
+/// The partitions the data plane serves now (none while its admin server is not up
+/// yet, just after a start).
 fn owned(dp: &Dataplane) -> Vec<i64> {
-    let status = dp.status().expect("status");
+    let Ok(status) = dp.status() else { return Vec::new() };
     status["partitions"]
         .as_array()
         .expect("partitions")
@@ -72,7 +72,7 @@ fn wait_owned(dp: &mut Dataplane, want: &[i64], timeout: Duration) {
             Instant::now() < deadline,
             "owned {:?}, wanted {want:?}; log:\n{}",
             owned(dp),
-            dp.log_text()
+            dp.report()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -80,7 +80,8 @@ fn wait_owned(dp: &mut Dataplane, want: &[i64], timeout: Duration) {
 
 /// The handoff messages on the control topic.
 fn handoffs(zone: &Zone) -> (Vec<Release>, Vec<Acquired>) {
-    let records = kafka::read_all(&zone.bootstrap(), "control", 1).expect("control topic");
+    let records =
+        kafka::read_all(&zone.bootstrap(), &zone.topic(CONTROL), 1).expect("control topic");
     let (mut releases, mut acquired) = (Vec::new(), Vec::new());
     for r in records {
         match Message::decode(&r.key, &r.value) {
@@ -102,7 +103,7 @@ fn metric(dp: &Dataplane, name: &str) -> f64 {
 }
 
 fn start_two(zone: &Zone, extra: &[&str]) -> (Dataplane, Dataplane) {
-    kafka::create_topics(&zone.bootstrap(), &[("control", 1)]).expect("control topic");
+    kafka::create_topics(&zone.bootstrap(), &[(&zone.topic(CONTROL), 1)]).expect("control topic");
     zone.produce(&verify::stream(41, 200, 4, 80, 16)).expect("produce");
     let mut a = pod(zone, "zone-a-0", extra);
     std::thread::sleep(Duration::from_millis(500));

@@ -1,14 +1,19 @@
 //! The data plane on a real broker: events in, updates out, exactly as the reference
-//! model says; malformed units on the dead-letter topic exactly once; SIGTERM drains.
+//! model says, in each output framing; malformed units on the dead-letter topic exactly
+//! once; SIGTERM drains; and the same through the broker's `SASL_SSL` listener with the
+//! settings a credentials Secret gives.
 
 use std::time::Duration;
 
-use gameshard_e2e::harness::zone::{DeadLetters, Zone};
+use gameshard_e2e::harness::broker::Broker;
+use gameshard_e2e::harness::kafka;
+use gameshard_e2e::harness::zone::{DeadLetters, Framing, TempDir, Zone};
 use gameshard_e2e::verify;
 
-#[test]
-fn events_in_updates_out_as_the_model_says_and_each_malformed_unit_dead_lettered_once() {
-    let Some(zone) = Zone::start("path", 4).expect("zone starts") else { return };
+fn events_in_updates_out(framing: Framing) {
+    let name = format!("path-{}", framing.flag());
+    let Some(zone) = Zone::start(&name, 4).expect("zone starts") else { return };
+    let zone = zone.with_framing(framing);
     zone.produce(&verify::stream(7, 300, 4, 400, 16)).expect("produce");
     let mut dp = zone.dataplane(&[]).expect("data plane starts");
     dp.wait_ready(Duration::from_secs(30)).expect("ready");
@@ -19,16 +24,44 @@ fn events_in_updates_out_as_the_model_says_and_each_malformed_unit_dead_lettered
 
     let (code, metrics) = dp.get("/metrics").expect("metrics");
     assert_eq!(code, 200);
+    let shard = zone.name();
     for line in [
-        "gameshard_events_total{shard=\"zone-a\",outcome=\"applied\"}",
-        "gameshard_events_total{shard=\"zone-a\",outcome=\"malformed\"}",
-        "gameshard_event_latency_seconds_bucket{shard=\"zone-a\",le=\"0.001\"}",
-        "gameshard_partition_lag_records{shard=\"zone-a\",partition=\"3\"}",
-        "gameshard_snapshot_age_seconds{shard=\"zone-a\",partition=\"0\"}",
-        "gameshard_owned_partitions{shard=\"zone-a\"} 4",
+        format!("gameshard_events_total{{shard=\"{shard}\",outcome=\"applied\"}}"),
+        format!("gameshard_events_total{{shard=\"{shard}\",outcome=\"malformed\"}}"),
+        format!("gameshard_event_latency_seconds_bucket{{shard=\"{shard}\",le=\"0.001\"}}"),
+        format!("gameshard_partition_lag_records{{shard=\"{shard}\",partition=\"3\"}}"),
+        format!("gameshard_snapshot_age_seconds{{shard=\"{shard}\",partition=\"0\"}}"),
+        format!("gameshard_owned_partitions{{shard=\"{shard}\"}} 4"),
     ] {
-        assert!(metrics.contains(line), "{line} in\n{metrics}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
     let status = dp.terminate(Duration::from_secs(20)).expect("exits");
-    assert!(status.success(), "SIGTERM exits 0: {status}\n{}", dp.log_text());
+    assert!(status.success(), "SIGTERM exits 0: {status}\n{}", dp.report());
+}
+
+#[test]
+fn events_in_updates_out_as_the_model_says_and_each_malformed_unit_dead_lettered_once() {
+    events_in_updates_out(Framing::Entity);
+}
+
+#[test]
+fn batch_framed_updates_give_the_model_state_and_dead_letters_stay_exact() {
+    events_in_updates_out(Framing::Batch);
+}
+
+#[test]
+fn the_data_plane_works_through_sasl_ssl_with_settings_from_a_secret_folder() {
+    let Some(broker) = Broker::shared().expect("broker starts") else { return };
+    let zone = Zone::on(broker, "path-sasl", 2).expect("zone");
+    zone.produce(&verify::stream(9, 100, 2, 100, 16)).expect("produce");
+    // The settings as a mounted credentials Secret gives them: one file per setting.
+    let secret = TempDir::new("kafka-credentials").expect("temp dir");
+    kafka::write_settings_dir(&secret.0, &broker.sasl_settings()).expect("settings written");
+    let config_dir = secret.0.to_str().expect("UTF-8 path");
+    // Only the SASL_SSL listener: a client that did not log in could not read a record.
+    let args = zone.args_via(&broker.sasl_bootstrap(), &["--kafka-config-dir", config_dir]);
+    let mut dp = zone.start_dataplane(&args).expect("data plane starts");
+    zone.wait_caught_up(&mut dp, Duration::from_mins(1)).expect("caught up");
+    zone.check(DeadLetters::ExactlyOnce).expect("published what the model says");
+    assert!(dp.terminate(Duration::from_secs(20)).expect("exits").success(), "{}", dp.report());
 }

@@ -10,6 +10,10 @@ use k8s_openapi::jiff::Timestamp;
 pub enum Problem {
     /// No Kafka broker answered.
     BrokerUnreachable,
+    /// The brokers refused the shard's SASL credentials (or mechanism).
+    KafkaAuthenticationFailed,
+    /// The broker's TLS certificate is not signed by the CA the shard trusts.
+    BrokerCertificateUntrusted,
     /// The input topic does not exist.
     InputTopicMissing,
     /// `spec.partitions` differs from the input topic.
@@ -27,6 +31,8 @@ impl Problem {
     pub fn reason(self) -> &'static str {
         match self {
             Problem::BrokerUnreachable => "BrokerUnreachable",
+            Problem::KafkaAuthenticationFailed => "KafkaAuthenticationFailed",
+            Problem::BrokerCertificateUntrusted => "BrokerCertificateUntrusted",
             Problem::InputTopicMissing => "InputTopicMissing",
             Problem::PartitionMismatch => "PartitionMismatch",
             Problem::KafkaRefused => "KafkaRefused",

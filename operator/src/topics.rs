@@ -4,17 +4,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use gameshard_crds::GameShard;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::status::Problem;
 
@@ -62,7 +62,72 @@ pub enum KafkaError {
     /// The brokers refused the request.
     #[error("{0}")]
     Refused(String),
+    /// A security setting of the shard (its credentials Secret or `spec.kafka.config`)
+    /// keeps the operator from connecting: the brokers refused the SASL login, or the
+    /// broker's certificate is not trusted.
+    #[error("{setting}: {message}")]
+    Security {
+        /// The librdkafka setting to fix.
+        setting: String,
+        /// What went wrong, with librdkafka's error.
+        message: String,
+    },
 }
+
+impl KafkaError {
+    /// The [`KafkaError::Security`] that librdkafka's error `code` with `reason` means
+    /// for a client with `settings`, if a security setting causes it.
+    pub fn security(
+        code: RDKafkaErrorCode,
+        reason: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Option<Self> {
+        let (setting, problem) = match code {
+            RDKafkaErrorCode::Authentication if reason.contains("supported mechanisms") => {
+                ("sasl.mechanism", "the brokers do not offer this SASL mechanism".to_owned())
+            }
+            RDKafkaErrorCode::Authentication => (
+                "sasl.password",
+                format!(
+                    "SASL authentication failed for sasl.username {:?} (check sasl.username and sasl.password)",
+                    settings.get("sasl.username").map_or("", String::as_str)
+                ),
+            ),
+            RDKafkaErrorCode::SSL => (
+                if settings.contains_key("ssl.ca.pem") { "ssl.ca.pem" } else { "ssl.ca.location" },
+                if reason.contains("certificate verify failed") {
+                    "the broker's certificate is not signed by a CA this setting trusts".to_owned()
+                } else {
+                    "the TLS handshake with the broker failed".to_owned()
+                },
+            ),
+            _ => return None,
+        };
+        Some(Self::Security {
+            setting: setting.to_owned(),
+            message: format!("{problem}: {reason}"),
+        })
+    }
+}
+
+/// The metadata client's context: keeps the first error a security setting causes,
+/// so that a refused login is reported as such at once rather than as an unreachable
+/// cluster after the timeout.
+struct SecurityErrors {
+    settings: BTreeMap<String, String>,
+    first: Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for SecurityErrors {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let Some(code) = error.rdkafka_error_code() else { return };
+        if let Some(e) = KafkaError::security(code, reason, &self.settings) {
+            self.first.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+        }
+    }
+}
+
+impl ConsumerContext for SecurityErrors {}
 
 /// The operator's Kafka operations; [`RdKafka`] does them for real.
 pub trait Kafka: Send + Sync + 'static {
@@ -130,7 +195,7 @@ pub struct RdKafka {
 #[derive(Clone)]
 struct Clients {
     admin: Arc<AdminClient<DefaultClientContext>>,
-    metadata: Arc<BaseConsumer>,
+    metadata: Arc<BaseConsumer<SecurityErrors>>,
 }
 
 impl RdKafka {
@@ -143,7 +208,15 @@ impl RdKafka {
         let refused = |e: rdkafka::error::KafkaError| KafkaError::Refused(e.to_string());
         let c = Clients {
             admin: Arc::new(cluster.config().create().map_err(refused)?),
-            metadata: Arc::new(cluster.config().create().map_err(refused)?),
+            metadata: Arc::new(
+                cluster
+                    .config()
+                    .create_with_context(SecurityErrors {
+                        settings: cluster.settings.clone(),
+                        first: Mutex::new(None),
+                    })
+                    .map_err(refused)?,
+            ),
         };
         clients.insert(cluster.clone(), c.clone());
         Ok(c)
@@ -164,9 +237,28 @@ impl Kafka for RdKafka {
         let client = self.clients(cluster)?.metadata;
         let (bootstrap, topics) = (cluster.bootstrap.clone(), topics.to_vec());
         blocking(move || {
-            let metadata = client
-                .fetch_metadata(None, TIMEOUT)
-                .map_err(|_| KafkaError::Unreachable(bootstrap))?;
+            let deadline = Instant::now() + TIMEOUT;
+            let metadata = loop {
+                let attempt = client.fetch_metadata(None, Duration::from_millis(500));
+                // Serve the error events queued meanwhile: they reach the context.
+                for _ in 0..64 {
+                    if client.poll(Duration::ZERO).is_none() {
+                        break;
+                    }
+                }
+                if let Some(e) =
+                    client.context().first.lock().unwrap_or_else(PoisonError::into_inner).take()
+                {
+                    return Err(e);
+                }
+                match attempt {
+                    Ok(metadata) => break metadata,
+                    Err(_) if Instant::now() >= deadline => {
+                        return Err(KafkaError::Unreachable(bootstrap));
+                    }
+                    Err(_) => {}
+                }
+            };
             Ok(topics
                 .iter()
                 .map(|name| {
@@ -391,6 +483,10 @@ pub fn problem(e: &KafkaError) -> Problem {
     match e {
         KafkaError::Unreachable(_) => Problem::BrokerUnreachable,
         KafkaError::Refused(_) => Problem::KafkaRefused,
+        KafkaError::Security { setting, .. } if setting.starts_with("ssl.") => {
+            Problem::BrokerCertificateUntrusted
+        }
+        KafkaError::Security { .. } => Problem::KafkaAuthenticationFailed,
     }
 }
 

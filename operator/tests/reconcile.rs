@@ -733,6 +733,29 @@ async fn an_unreachable_broker_is_a_degraded_condition_not_a_crash() {
 }
 
 #[tokio::test]
+async fn refused_credentials_are_a_degraded_condition_that_names_the_setting() {
+    let refused = KafkaError::Security {
+        setting: "sasl.password".into(),
+        message: "SASL authentication failed for sasl.username \"zone\"".into(),
+    };
+    let (ctx, kafka, server) = setup(FakeKafka::with(Err(refused)));
+    let (_, server) = step(shard(1, json!({})), &ctx, server, |mut server| async move {
+        server.get_missing(STS).await;
+        assert_eq!(server.event().await, "KafkaAuthenticationFailed");
+        let status = server.apply_status().await["status"].clone();
+        let degraded = condition(&status, "Degraded");
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "KafkaAuthenticationFailed");
+        let message = degraded["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.starts_with("sasl.password: "), "names the setting: {message}");
+        server
+    })
+    .await;
+    server.silent().await;
+    assert!(kafka.assignments().is_empty());
+}
+
+#[tokio::test]
 async fn a_partition_mismatch_is_reported_and_nothing_is_applied() {
     let (ctx, _kafka, server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
     let (_, server) = step(

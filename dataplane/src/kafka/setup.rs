@@ -1,10 +1,14 @@
 //! Client settings, and the checks against the brokers made before anything is consumed.
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::cli::Args;
 
@@ -61,7 +65,80 @@ pub enum SetupError {
     /// A `--kafka` setting is refused by librdkafka.
     #[error("--kafka: {0}")]
     Setting(String),
+    /// A security setting keeps the client from connecting: the brokers refused its
+    /// SASL login, or it did not trust the broker's certificate.
+    #[error("{setting}: {problem}: {detail}")]
+    Security {
+        /// The librdkafka setting to fix.
+        setting: &'static str,
+        /// What went wrong, in the setting's terms.
+        problem: String,
+        /// librdkafka's error.
+        detail: String,
+    },
 }
+
+/// The librdkafka setting that causes the client error `code` (with `reason`), when it
+/// is a security setting, and what went wrong in its terms. `settings` are the client's
+/// own (`--kafka`, `--kafka-config-dir`).
+pub fn security_problem(
+    code: RDKafkaErrorCode,
+    reason: &str,
+    settings: &[(String, String)],
+) -> Option<(&'static str, String)> {
+    let get = |key: &str| settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    match code {
+        RDKafkaErrorCode::Authentication
+            if reason.contains("Unsupported SASL mechanism")
+                || reason.contains("supported mechanisms") =>
+        {
+            Some(("sasl.mechanism", "the brokers do not offer this SASL mechanism".to_owned()))
+        }
+        RDKafkaErrorCode::Authentication => Some((
+            "sasl.password",
+            format!(
+                "SASL authentication failed for sasl.username {:?} (check sasl.username and sasl.password)",
+                get("sasl.username").unwrap_or_default()
+            ),
+        )),
+        RDKafkaErrorCode::SSL => {
+            let setting =
+                if get("ssl.ca.pem").is_some() { "ssl.ca.pem" } else { "ssl.ca.location" };
+            let problem = if reason.contains("certificate verify failed") {
+                "the broker's certificate is not signed by a CA this setting trusts"
+            } else {
+                "the TLS handshake with the broker failed"
+            };
+            Some((setting, problem.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// The start-up check's client context: keeps the first error a security setting
+/// causes, so that the check names that setting at once instead of retrying silently
+/// until its timeout.
+struct StartupContext {
+    settings: Vec<(String, String)>,
+    refused: Mutex<Option<SetupError>>,
+}
+
+impl ClientContext for StartupContext {
+    // Failures come back as the check's own one-line error; librdkafka's log lines
+    // about them would only repeat it.
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let Some(code) = error.rdkafka_error_code() else { return };
+        if let Some((setting, problem)) = security_problem(code, reason, &self.settings) {
+            self.refused.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(
+                SetupError::Security { setting, problem, detail: reason.to_owned() },
+            );
+        }
+    }
+}
+
+impl ConsumerContext for StartupContext {}
 
 /// Settings every client shares: the brokers, then the user's `--kafka` settings, which
 /// override the defaults set before them.
@@ -88,8 +165,8 @@ pub fn consumer(args: &Args) -> ClientConfig {
         args,
         "consumer",
         &[
-            // Brokers that hold a fetch until it expires (tansu does) make this the
-            // floor of every latency; Kafka answers as soon as data is there.
+            // Kafka answers a fetch as soon as data is there: this only bounds how long
+            // a fetch of idle partitions is held.
             ("fetch.wait.max.ms", "5"),
             ("fetch.queue.backoff.ms", "1"),
             ("fetch.error.backoff.ms", "100"),
@@ -173,17 +250,36 @@ pub fn reader(args: &Args) -> ClientConfig {
 /// Checks the brokers, the topics and the partitions, and returns the input topic's
 /// partition count.
 pub fn check(args: &Args) -> Result<usize, SetupError> {
-    let mut config = base(args, "check", &[]);
-    // Connection failures come back as the error below; librdkafka's own log lines about
-    // them would only repeat it.
-    config.set("log_level", "0");
-    let client: BaseConsumer = config.create().map_err(|e| SetupError::Setting(e.to_string()))?;
-    let metadata =
-        client.fetch_metadata(None, CHECK_TIMEOUT).map_err(|e| SetupError::Unreachable {
-            brokers: args.brokers.clone(),
-            seconds: CHECK_TIMEOUT.as_secs(),
-            detail: e.to_string(),
-        })?;
+    let config = base(args, "check", &[]);
+    let context = StartupContext { settings: args.kafka.clone(), refused: Mutex::new(None) };
+    let client: BaseConsumer<StartupContext> =
+        config.create_with_context(context).map_err(|e| SetupError::Setting(e.to_string()))?;
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let metadata = loop {
+        let attempt = client.fetch_metadata(None, Duration::from_millis(500));
+        // Serve the error events queued meanwhile: they reach the context above.
+        for _ in 0..64 {
+            if client.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+        if let Some(refused) =
+            client.context().refused.lock().unwrap_or_else(PoisonError::into_inner).take()
+        {
+            return Err(refused);
+        }
+        match attempt {
+            Ok(metadata) => break metadata,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(SetupError::Unreachable {
+                    brokers: args.brokers.clone(),
+                    seconds: CHECK_TIMEOUT.as_secs(),
+                    detail: e.to_string(),
+                });
+            }
+            Err(_) => {}
+        }
+    };
     let partitions = |flag, topic: &str| {
         partition_count(&metadata, topic)
             .ok_or(SetupError::MissingTopic { flag, topic: topic.to_owned() })
@@ -227,4 +323,53 @@ fn partition_count(metadata: &Metadata, topic: &str) -> Option<usize> {
         .find(|t| t.name() == topic && t.error().is_none())
         .map(|t| t.partitions().len())
         .filter(|&n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error code and reason, the client's settings, and the setting to name.
+    type Case<'a> = (RDKafkaErrorCode, &'a str, &'a [(String, String)], Option<&'a str>);
+
+    #[test]
+    fn security_errors_name_the_setting_that_causes_them() {
+        let user = vec![("sasl.username".to_owned(), "alice".to_owned())];
+        let inline_ca = vec![("ssl.ca.pem".to_owned(), "-----BEGIN CERTIFICATE-----".to_owned())];
+        let cases: [Case<'_>; 6] = [
+            (
+                RDKafkaErrorCode::Authentication,
+                "SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512",
+                &user,
+                Some("sasl.password"),
+            ),
+            (
+                RDKafkaErrorCode::Authentication,
+                "Failed to initialize SASL authentication: SASL Handshake failed: Broker: Unsupported SASL mechanism: broker's supported mechanisms: SCRAM-SHA-512",
+                &user,
+                Some("sasl.mechanism"),
+            ),
+            (
+                RDKafkaErrorCode::SSL,
+                "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed",
+                &[],
+                Some("ssl.ca.location"),
+            ),
+            (
+                RDKafkaErrorCode::SSL,
+                "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed",
+                &inline_ca,
+                Some("ssl.ca.pem"),
+            ),
+            (RDKafkaErrorCode::AllBrokersDown, "1/1 brokers are down", &user, None),
+            (RDKafkaErrorCode::BrokerTransportFailure, "Connection refused", &user, None),
+        ];
+        for (code, reason, settings, want) in cases {
+            assert_eq!(security_problem(code, reason, settings).map(|(s, _)| s), want, "{reason}");
+        }
+        let (_, problem) =
+            security_problem(RDKafkaErrorCode::Authentication, "invalid credentials", &user)
+                .expect("an authentication error");
+        assert!(problem.contains("\"alice\""), "names the user: {problem}");
+    }
 }

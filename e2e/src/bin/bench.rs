@@ -66,10 +66,6 @@ struct E2eArgs {
     /// measured maximum).
     #[arg(long)]
     latency_rate: Option<f64>,
-    /// The broker's storage engine: `sqlite` (exact) or `memory` (faster; tansu 0.6
-    /// loses some acknowledged records with it).
-    #[arg(long, value_enum, default_value_t = Storage::Sqlite)]
-    storage: Storage,
     /// Print one JSON line instead of a summary.
     #[arg(long)]
     json: bool,
@@ -108,12 +104,6 @@ struct WorkloadArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Storage {
-    Sqlite,
-    Memory,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -214,10 +204,6 @@ fn main() -> anyhow::Result<()> {
                 events: args.events,
                 latency_secs: args.latency_secs,
                 latency_rate: args.latency_rate,
-                storage: match args.storage {
-                    Storage::Sqlite => endtoend::BrokerStorage::Sqlite,
-                    Storage::Memory => endtoend::BrokerStorage::Memory,
-                },
             };
             print_report(&endtoend::run(&options)?, args.json);
             Ok(())

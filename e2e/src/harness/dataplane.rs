@@ -1,5 +1,6 @@
 //! A `gameshard-dataplane` process, with its admin server on a free loopback port.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::broker::free_port;
+use super::watchdog::Watchdog;
 
 /// The `gameshard-dataplane` binary of this build profile, built (or found up to date)
 /// once per test process so that tests never run a stale binary.
@@ -52,8 +54,10 @@ fn build() -> anyhow::Result<PathBuf> {
 /// A running data plane, killed when dropped.
 pub struct Dataplane {
     child: Option<Child>,
+    watchdog: Option<Watchdog>,
     admin: SocketAddr,
     log: PathBuf,
+    broker_log: Option<String>,
 }
 
 impl Dataplane {
@@ -72,7 +76,18 @@ impl Dataplane {
             .stderr(out)
             .spawn()
             .context("starting gameshard-dataplane")?;
-        Ok(Self { child: Some(child), admin, log })
+        // A test process killed outright must not leave its data planes running.
+        let watchdog = Watchdog::guard(child.id(), None);
+        let mut dp = Self { child: Some(child), watchdog: None, admin, log, broker_log: None };
+        dp.watchdog = Some(watchdog.context("starting the data plane's watchdog")?);
+        Ok(dp)
+    }
+
+    /// Names the broker's log file in this data plane's failure messages.
+    #[must_use]
+    pub fn with_broker_log(mut self, path: &str) -> Self {
+        self.broker_log = Some(path.to_owned());
+        self
     }
 
     /// The log file.
@@ -83,6 +98,15 @@ impl Dataplane {
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log so far, followed by where the broker's log is, for failure messages.
+    pub fn report(&self) -> String {
+        let mut text = format!("data plane log ({}):\n{}", self.log.display(), self.log_text());
+        if let Some(broker) = &self.broker_log {
+            let _ = writeln!(text, "(broker log: {broker})");
+        }
+        text
     }
 
     /// `GET path` on the admin server: status code and body.
@@ -154,16 +178,13 @@ impl Dataplane {
                 return Ok(());
             }
             if let Some(status) = self.exited()? {
-                bail!(
-                    "the data plane exited ({status}) before it was {what}; log:\n{}",
-                    self.log_text()
-                );
+                bail!("the data plane exited ({status}) before it was {what}; {}", self.report());
             }
             if Instant::now() > deadline {
                 let status = self.get("/status").map(|(_, body)| body).unwrap_or_default();
                 bail!(
-                    "the data plane was not {what} within {timeout:?}; status:\n{status}\nlog:\n{}",
-                    self.log_text()
+                    "the data plane was not {what} within {timeout:?}; status:\n{status}\n{}",
+                    self.report()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -172,10 +193,15 @@ impl Dataplane {
 
     /// The exit status, if the process has ended.
     pub fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        match &mut self.child {
-            Some(child) => Ok(child.try_wait()?),
+        let status = match &mut self.child {
+            Some(child) => child.try_wait()?,
             None => bail!("the data plane was stopped"),
+        };
+        if status.is_some() {
+            // Reaped: its pid may go to another process.
+            self.watchdog = None;
         }
+        Ok(status)
     }
 
     /// Peak resident set size of the process so far, in MB.
@@ -216,6 +242,7 @@ impl Dataplane {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.watchdog = None;
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
@@ -225,14 +252,16 @@ impl Dataplane {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait()? {
+                self.watchdog = None;
                 return Ok(status);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
+                self.watchdog = None;
                 bail!(
-                    "the data plane did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                    self.log_text()
+                    "the data plane did not exit within {timeout:?} of SIGTERM; {}",
+                    self.report()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -2,6 +2,7 @@
 //! reading a topic back.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,12 +16,13 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-/// A client configuration for the broker at `bootstrap`, tuned for a loopback broker
-/// that answers a fetch only when `fetch.wait.max.ms` expires.
+/// A client configuration for the broker at `bootstrap`, tuned for latency on loopback.
 pub fn config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
-        .set("fetch.wait.max.ms", "1")
+        // Kafka answers a fetch as soon as data is there: the wait only bounds how long
+        // an idle fetch is held, so a short one would only poll the broker busily.
+        .set("fetch.wait.max.ms", "100")
         .set("fetch.queue.backoff.ms", "1")
         .set("socket.nagle.disable", "true")
         .set("log_level", "3");
@@ -142,7 +144,18 @@ impl Writer {
 
     /// Waits until everything sent is acknowledged; fails if anything was refused.
     pub fn flush(&self) -> anyhow::Result<()> {
-        self.producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+        // Served here in steps of a millisecond: rdkafka's flush polls in steps of
+        // 100 ms, which would make every flush take at least that.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} records were not acknowledged within 30 s",
+                    self.producer.in_flight_count()
+                );
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
         let ctx = self.producer.context();
         let failed = ctx.failed.swap(0, std::sync::atomic::Ordering::Relaxed);
         if failed > 0 {
@@ -246,6 +259,16 @@ pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result
 /// Headers from (name, value) pairs.
 pub fn headers(pairs: &[(&str, &[u8])]) -> OwnedHeaders {
     pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(*v) }))
+}
+
+/// Writes `settings` into `dir` the way a mounted Kubernetes Secret gives them to the
+/// data plane's `--kafka-config-dir`: one file per librdkafka setting, named for it.
+pub fn write_settings_dir(dir: &Path, settings: &[(String, String)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (key, value) in settings {
+        std::fs::write(dir.join(key), value)?;
+    }
+    Ok(())
 }
 
 /// Microseconds since the Unix epoch.

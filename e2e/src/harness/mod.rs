@@ -1,8 +1,10 @@
-//! Real components started by tests and benchmarks on loopback: a Kafka-compatible broker
-//! (tansu) and data-plane processes.
+//! Real components started by tests and benchmarks on loopback: an Apache Kafka broker
+//! and data-plane processes.
 
 pub mod broker;
 pub mod dataplane;
 pub mod kafka;
+pub mod tls;
 pub mod tools;
+pub mod watchdog;
 pub mod zone;

@@ -26,9 +26,15 @@ pub fn require(name: &str, install: &str) -> Option<PathBuf> {
     if let Some(path) = find(name) {
         return Some(path);
     }
-    assert!(std::env::var_os(REQUIRE_TOOLS).is_none(), "{name} is required: {install}");
-    skip(&format!("{name} is not installed ({install})"));
+    missing(name, install);
     None
+}
+
+/// Reports that `what` is not installed: panics when [`REQUIRE_TOOLS`] is set, and
+/// otherwise prints why the calling test is skipped.
+pub fn missing(what: &str, install: &str) {
+    assert!(std::env::var_os(REQUIRE_TOOLS).is_none(), "{what} is required: {install}");
+    skip(&format!("{what} is not installed ({install})"));
 }
 
 /// Says on the terminal why the calling test is skipped. Written to the process's
