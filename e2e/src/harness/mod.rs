@@ -4,5 +4,6 @@
 pub mod broker;
 pub mod dataplane;
 pub mod kafka;
+pub mod kstreams;
 pub mod tools;
 pub mod zone;
