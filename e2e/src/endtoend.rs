@@ -1,12 +1,16 @@
-//! The end-to-end benchmarks: the data plane between a real broker's topics, against a
-//! passthrough pipeline on the same broker and settings, and the time to restore a
-//! partition.
+//! The end-to-end benchmarks on an Apache Kafka broker on loopback: the data plane
+//! between the broker's topics with each output framing, against a passthrough on the
+//! same broker and client settings and against the Kafka Streams peer over the same
+//! backlog; latency at half the data plane's maximum rate and the bare broker hop; and
+//! the time to restore a partition.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
+use clap::Parser as _;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -16,8 +20,12 @@ use serde_json::{Value, json};
 
 use crate::harness::broker::{self, Broker};
 use crate::harness::dataplane::Dataplane;
-use crate::harness::kafka::{self, Deliveries};
+use crate::harness::kafka::{self, Deliveries, Incoming};
+use crate::harness::kstreams::{self, Peer};
 use crate::loadgen::{self, Load};
+use crate::model::{ModelWorld, split_record};
+use crate::procfs::{self, CpuClock};
+use crate::verify;
 use crate::workload::{self, Workload};
 
 /// What to run.
@@ -33,25 +41,62 @@ pub struct Options {
     pub events: u64,
     /// Seconds of load at half the maximum rate, for latency.
     pub latency_secs: f64,
-    /// Offered rate of the latency run; default half the measured maximum.
+    /// Offered rate of the latency run; default half the measured maximum (batch
+    /// framing).
     pub latency_rate: Option<f64>,
 }
 
 const INPUT: &str = "events";
-const OUTPUT: &str = "updates";
+const ENTITY_OUTPUT: &str = "updates";
+const BATCH_OUTPUT: &str = "updates-batch";
+const DEAD: &str = "dead";
 const PASSTHROUGH: &str = "passthrough";
+const KSTREAMS_OUTPUT: &str = "kstreams-updates";
+const KSTREAMS_DEAD: &str = "kstreams-dead";
+
+/// One data-plane configuration of the run: its shard (consumer group), output topic,
+/// snapshot topic and output framing.
+struct Plane {
+    shard: &'static str,
+    output: &'static str,
+    snapshots: &'static str,
+    framing: &'static str,
+}
+
+const ENTITY: Plane = Plane {
+    shard: "bench-entity",
+    output: ENTITY_OUTPUT,
+    snapshots: "snapshots",
+    framing: "entity",
+};
+const BATCH: Plane = Plane {
+    shard: "bench-batch",
+    output: BATCH_OUTPUT,
+    snapshots: "snapshots-batch",
+    framing: "batch",
+};
 
 /// Runs the end-to-end benchmark and returns its report.
 pub fn run(o: &Options) -> anyhow::Result<Value> {
+    // The peer's jar first, so that no build overlaps a measurement.
+    let jar = kstreams::jar()?.context(kstreams::KSTREAMS_INSTALL)?;
     let Some(broker) = Broker::start()? else {
         bail!("Apache Kafka is required: {}", broker::KAFKA_INSTALL);
     };
     let b = broker.bootstrap();
     let n = o.partitions as i32;
-    kafka::create_topics(
-        &b,
-        &[(INPUT, n), (OUTPUT, n), ("dead", n), ("snapshots", n), (PASSTHROUGH, n)],
-    )?;
+    let topics = [
+        INPUT,
+        ENTITY_OUTPUT,
+        BATCH_OUTPUT,
+        DEAD,
+        ENTITY.snapshots,
+        BATCH.snapshots,
+        PASSTHROUGH,
+        KSTREAMS_OUTPUT,
+        KSTREAMS_DEAD,
+    ];
+    kafka::create_topics(&b, &topics.map(|t| (t, n)))?;
     let config = workload::Config {
         players: o.players,
         partitions: o.partitions,
@@ -59,69 +104,255 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         ..workload::Config::default()
     };
     let mut workload = Workload::generate(&config);
-    let load = Load {
+    let mut bench = Bench {
         brokers: b.clone(),
-        topic: INPUT.into(),
-        rate: None,
-        events: o.events,
-        warmup: true,
+        partitions: n,
+        cpu: CpuClock::new(procfs::child_named("kafka.Kafka")),
+        cores: serde_json::Map::new(),
+        max_rss_mb: 0.0,
+        kstreams_rss_mb: None,
     };
+    let load = Load { brokers: b, topic: INPUT.into(), rate: None, events: o.events, warmup: true };
+    bench.cpu.start(None);
     let preloaded = loadgen::produce(&mut workload, &load, 1, &AtomicBool::new(false))?;
+    bench.phase("preload");
     let passes = preloaded.events.div_ceil(workload.pass_events().max(1)) + 1;
+    let rate = |elapsed: Duration| preloaded.events as f64 / elapsed.as_secs_f64();
 
-    // The data plane through the preloaded backlog, as fast as it goes.
-    let args = dataplane_args(&b, "bench", n);
-    let mut dp = Dataplane::start(&args)?;
-    dp.wait_ready(Duration::from_secs(60))?;
-    let start = Instant::now();
-    dp.wait_committed(&ends(&b, n)?, Duration::from_secs(900))?;
-    let elapsed = start.elapsed();
-    let events_per_sec = preloaded.events as f64 / elapsed.as_secs_f64();
+    // The passthrough, the data plane with each framing, and the Kafka Streams peer, each
+    // through the same backlog as fast as it goes.
+    let passthrough = bench.passthrough(preloaded.records)?;
+    let (entity_applied, entity) = bench.maximum(&ENTITY)?;
+    let (batch_applied, batch) = bench.maximum(&BATCH)?;
+    let (kstreams, kstreams_updates) = bench.kstreams(&jar)?;
 
-    // The passthrough on the same backlog, broker and settings.
-    let passthrough = passthrough(&b, n, preloaded.records)?;
-    let passthrough_events_per_sec = preloaded.events as f64 / passthrough.as_secs_f64();
-
-    // Latency at half the data plane's maximum rate, measured at a consumer of the
-    // output topic from each update's source record timestamp.
-    let rate = o.latency_rate.unwrap_or(events_per_sec / 2.0);
+    // Latency at half the maximum rate (batch framing); the broker hop alone.
+    let offered_rate = o.latency_rate.unwrap_or(rate(batch) / 2.0);
     let load = Load {
-        brokers: b.clone(),
-        topic: INPUT.into(),
-        rate: Some(rate),
-        events: (rate * o.latency_secs) as u64,
+        rate: Some(offered_rate),
+        events: (offered_rate * o.latency_secs) as u64,
         warmup: false,
+        ..load
     };
-    let (offered, histogram) = latency_run(&mut dp, &mut workload, &load, passes, n)?;
-    let max_rss_mb = dp.max_rss_mb().context("reading the data plane's peak RSS")?;
-    let status = dp.terminate(Duration::from_secs(30))?;
-    if !status.success() {
-        bail!("the data plane exited with {status} on SIGTERM");
-    }
-    let hop = broker_hop(&b)?;
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    let hop_ms = |q: f64| hop.value_at_quantile(q) as f64 / 1000.0;
+    let (offered, histogram) = bench.latency(&mut workload, &load, passes)?;
+    let hop = broker_hop(&bench.brokers)?;
+
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
     Ok(json!({
         "bench": "e2e",
-        "broker": format!("Apache Kafka {}", broker::kafka_version()),
+        "broker": format!("Apache Kafka {} (KRaft, one node on loopback)", broker::kafka_version()),
         "kafka_version": broker::kafka_version(),
         "events": preloaded.events,
-        "events_per_sec": events_per_sec.round(),
-        "passthrough_events_per_sec": passthrough_events_per_sec.round(),
-        "ratio": (events_per_sec / passthrough_events_per_sec * 1000.0).round() / 1000.0,
-        "latency_rate": rate.round(),
+        "records": preloaded.records,
+        "events_per_sec": rate(batch).round(),
+        "entity_events_per_sec": rate(entity).round(),
+        "applied_events_per_sec": rate(batch_applied).round(),
+        "entity_applied_events_per_sec": rate(entity_applied).round(),
+        "passthrough_events_per_sec": rate(passthrough).round(),
+        "ratio": round(rate(batch) / rate(passthrough), 3),
+        "entity_ratio": round(rate(entity) / rate(passthrough), 3),
+        "kstreams_events_per_sec": rate(kstreams).round(),
+        "kstreams_updates": kstreams_updates,
+        "kstreams_matches_model": true,
+        "speedup_vs_kstreams": round(rate(entity) / rate(kstreams), 2),
+        "latency_rate": offered_rate.round(),
         "latency_offered_events": offered.events,
         "latency_updates": histogram.len(),
-        "p50_ms": ms(0.5),
-        "p99_ms": ms(0.99),
-        "p999_ms": ms(0.999),
-        "max_rss_mb": (max_rss_mb * 10.0).round() / 10.0,
-        "broker_hop_p50_ms": hop_ms(0.5),
-        "broker_hop_p99_ms": hop_ms(0.99),
+        "p50_ms": ms(&histogram, 0.5),
+        "p99_ms": ms(&histogram, 0.99),
+        "p999_ms": ms(&histogram, 0.999),
+        "broker_hop_p50_ms": ms(&hop, 0.5),
+        "broker_hop_p99_ms": ms(&hop, 0.99),
+        "max_rss_mb": round(bench.max_rss_mb, 1),
+        "kstreams_max_rss_mb": bench.kstreams_rss_mb.map(|m| round(m, 1)),
+        "cpu_cores_used": bench.cores,
         "players": o.players,
         "partitions": o.partitions,
         "events_per_record": o.events_per_record,
     }))
+}
+
+/// The benchmark's broker, its input topic's partitions, and what the phases measured
+/// besides their rates.
+struct Bench {
+    brokers: String,
+    partitions: i32,
+    cpu: CpuClock,
+    /// Per phase, the cores the broker, the process under test and this process used.
+    cores: serde_json::Map<String, Value>,
+    /// The data plane's peak RSS over its runs.
+    max_rss_mb: f64,
+    /// The Kafka Streams peer's peak RSS.
+    kstreams_rss_mb: Option<f64>,
+}
+
+impl Bench {
+    /// Ends a phase of the CPU clock and keeps what it measured under `name`.
+    fn phase(&mut self, name: &str) {
+        let used = self.cpu.phase();
+        self.cores.insert(name.to_owned(), used);
+    }
+
+    /// The passthrough: the broker's and the client's limit for the backlog.
+    fn passthrough(&mut self, records: u64) -> anyhow::Result<Duration> {
+        self.cpu.start(None);
+        let elapsed = passthrough(&self.brokers, self.partitions, records)?;
+        self.phase("passthrough");
+        Ok(elapsed)
+    }
+
+    /// The data plane through the whole backlog as fast as it goes, configured as
+    /// `plane`: the time until it has applied every record, and until every input
+    /// offset is committed (every update of every record acknowledged by the broker).
+    fn maximum(&mut self, plane: &Plane) -> anyhow::Result<(Duration, Duration)> {
+        let ends = ends(&self.brokers, self.partitions)?;
+        let mut dp = Dataplane::start(&dataplane_args(&self.brokers, plane, self.partitions))?;
+        dp.wait_ready(Duration::from_secs(60))?;
+        self.cpu.start(procfs::child_named("gameshard-dataplane"));
+        let start = Instant::now();
+        dp.wait_processed(&ends, Duration::from_secs(900))?;
+        let processed = start.elapsed();
+        dp.wait_committed(&ends, Duration::from_secs(900))?;
+        let committed = start.elapsed();
+        self.phase(plane.framing);
+        self.keep_rss(&dp)?;
+        stop(&mut dp)?;
+        Ok((processed, committed))
+    }
+
+    fn keep_rss(&mut self, dp: &Dataplane) -> anyhow::Result<()> {
+        let rss = dp.max_rss_mb().context("reading the data plane's peak RSS")?;
+        self.max_rss_mb = self.max_rss_mb.max(rss);
+        Ok(())
+    }
+
+    /// The Kafka Streams peer through the whole backlog, to the same output contract as
+    /// the per-entity framing, checked against the reference model. Returns its time
+    /// from running to its last update, and the number of updates.
+    fn kstreams(&mut self, jar: &std::path::Path) -> anyhow::Result<(Duration, u64)> {
+        let (b, n) = (self.brokers.clone(), self.partitions);
+        let expected_updates = updates_per_record(&kafka::read_all(&b, INPUT, n)?);
+        let topics = kstreams::Topics {
+            brokers: b.clone(),
+            application_id: "bench-kstreams".into(),
+            input: INPUT.into(),
+            output: KSTREAMS_OUTPUT.into(),
+            dead_letters: Some(KSTREAMS_DEAD.into()),
+            config: vec![format!("{}={}", COMPRESSION.0, COMPRESSION.1)],
+        };
+        let mut peer = Peer::start(jar, &topics)?;
+        peer.wait_running(Duration::from_secs(120))?;
+        self.cpu.start(peer.pid());
+        let start = Instant::now();
+        let timeout = Duration::from_secs(1800);
+        wait_records(&b, KSTREAMS_OUTPUT, n, expected_updates, &mut peer, timeout)?;
+        let elapsed = start.elapsed();
+        self.phase("kstreams");
+        self.kstreams_rss_mb = peer.pid().and_then(procfs::max_rss_mb);
+        peer.terminate(Duration::from_secs(60))?;
+        check_peer(&b, n)?;
+        Ok((elapsed, expected_updates))
+    }
+
+    /// Latency of the batch framing under `load`, with a data plane restarted on the
+    /// batch run's snapshots.
+    fn latency(
+        &mut self,
+        workload: &mut Workload,
+        load: &Load,
+        first_pass: u64,
+    ) -> anyhow::Result<(loadgen::Produced, Histogram<u64>)> {
+        let mut dp = Dataplane::start(&dataplane_args(&self.brokers, &BATCH, self.partitions))?;
+        dp.wait_ready(Duration::from_secs(60))?;
+        self.cpu.start(procfs::child_named("gameshard-dataplane"));
+        let measured = latency_run(&mut dp, workload, load, first_pass, self.partitions)?;
+        self.phase("latency");
+        self.keep_rss(&dp)?;
+        stop(&mut dp)?;
+        Ok(measured)
+    }
+}
+
+/// Sends SIGTERM to a data plane and checks that it drained cleanly.
+fn stop(dp: &mut Dataplane) -> anyhow::Result<()> {
+    let status = dp.terminate(Duration::from_secs(60))?;
+    if !status.success() {
+        bail!("the data plane exited with {status} on SIGTERM; log:\n{}", dp.log_text());
+    }
+    Ok(())
+}
+
+/// How many update records the per-entity output contract has for `input`, with the
+/// updates of one input record coalesced per entity (what the Kafka Streams peer
+/// publishes): the reference model's changed entities, counted per record.
+fn updates_per_record(input: &[Incoming]) -> u64 {
+    let mut by_partition: BTreeMap<i32, Vec<&Incoming>> = BTreeMap::new();
+    for r in input {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut total = 0;
+    for mut records in by_partition.into_values() {
+        records.sort_by_key(|r| r.offset);
+        let mut world = ModelWorld::default();
+        for r in records {
+            let mut changed = HashSet::new();
+            for event in split_record(&r.value).unwrap_or_default() {
+                changed.extend(world.apply(&event).1);
+            }
+            total += changed.len() as u64;
+        }
+    }
+    total
+}
+
+/// Waits until `topic` holds `count` records in all, polling its high watermarks.
+fn wait_records(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    count: u64,
+    peer: &mut Peer,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = kafka::config(brokers).create()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut total = 0;
+        for p in 0..partitions {
+            total += consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?.1;
+        }
+        if total as u64 >= count {
+            return Ok(());
+        }
+        peer.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("{topic} holds {total} of {count} records after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Checks the Kafka Streams peer's output against the reference model applied to the
+/// input topic, so that its rate is known to be for the same work.
+fn check_peer(brokers: &str, partitions: i32) -> anyhow::Result<()> {
+    let input = kafka::read_all(brokers, INPUT, partitions)?;
+    let want = verify::expected(&input);
+    let got = verify::fold(&kafka::read_all(brokers, KSTREAMS_OUTPUT, partitions)?)?;
+    for (key, value) in &want {
+        ensure!(
+            got.get(key) == Some(value),
+            "the Kafka Streams peer published {:?} for {key:?}, the model {value}",
+            got.get(key)
+        );
+    }
+    ensure!(
+        got.len() == want.len(),
+        "the Kafka Streams peer published {} entities, the model has {}",
+        got.len(),
+        want.len()
+    );
+    Ok(())
 }
 
 /// Offers `load` to the running data plane and records each update's latency at a
@@ -136,7 +367,7 @@ fn latency_run(
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (b, stop) = (load.brokers.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || latencies(&b, partitions, &stop))
+        std::thread::spawn(move || latencies(&b, BATCH.output, partitions, &stop))
     };
     std::thread::sleep(Duration::from_millis(500));
     let offered = loadgen::produce(workload, load, first_pass, &AtomicBool::new(false))?;
@@ -156,9 +387,49 @@ fn ends(brokers: &str, partitions: i32) -> anyhow::Result<Vec<(u32, i64)>> {
         .collect())
 }
 
-/// The data plane's command line for the benchmark's topics.
-fn dataplane_args(brokers: &str, shard: &str, partitions: i32) -> Vec<String> {
+/// The output compression of every producer in the run (the data plane's, the
+/// passthrough's and the Kafka Streams peer's). The updates are JSON with the same keys
+/// in every line, four to five times smaller in LZ4, and without it the broker's byte
+/// path, not the processing, sets the data plane's maximum rate: an uncompressed run
+/// writes about 3.5 times the input's bytes.
+const COMPRESSION: (&str, &str) = ("compression.type", "lz4");
+
+/// The data plane's command line for `plane` on the benchmark's topics.
+fn dataplane_args(brokers: &str, plane: &Plane, partitions: i32) -> Vec<String> {
+    let compression = format!("{}={}", COMPRESSION.0, COMPRESSION.1);
     [
+        "--brokers",
+        brokers,
+        "--shard",
+        plane.shard,
+        "--input-topic",
+        INPUT,
+        "--output-topic",
+        plane.output,
+        "--dlq-topic",
+        DEAD,
+        "--snapshot-topic",
+        plane.snapshots,
+        "--output-framing",
+        plane.framing,
+        "--partitions",
+        &format!("0-{}", partitions - 1),
+        "--kafka",
+        &compression,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// The data plane's own client settings (its consumer and producer configuration, not a
+/// copy of them) for a client of shard `shard`.
+fn dataplane_settings(
+    brokers: &str,
+    shard: &str,
+) -> anyhow::Result<gameshard_dataplane::cli::Args> {
+    let args = gameshard_dataplane::cli::Args::try_parse_from([
+        "gameshard-dataplane",
         "--brokers",
         brokers,
         "--shard",
@@ -166,31 +437,24 @@ fn dataplane_args(brokers: &str, shard: &str, partitions: i32) -> Vec<String> {
         "--input-topic",
         INPUT,
         "--output-topic",
-        OUTPUT,
-        "--dlq-topic",
-        "dead",
-        "--snapshot-topic",
-        "snapshots",
+        PASSTHROUGH,
         "--partitions",
-        &format!("0-{}", partitions - 1),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+        "0",
+    ])?;
+    Ok(args)
 }
 
 /// Consumes `records` records of the input topic and republishes each, unchanged, to
-/// the passthrough topic; returns the time until the last one is acknowledged.
+/// the passthrough topic, with the data plane's consumer and producer settings; returns
+/// the time until the last one is acknowledged.
 fn passthrough(brokers: &str, partitions: i32, records: u64) -> anyhow::Result<Duration> {
-    let consumer: BaseConsumer = kafka::config(brokers)
-        .set("group.id", "passthrough")
-        .set("enable.auto.commit", "false")
-        .set("queued.max.messages.kbytes", "32768")
+    let args = dataplane_settings(brokers, "passthrough")?;
+    let consumer: BaseConsumer = gameshard_dataplane::kafka::setup::consumer(&args)
+        .set("statistics.interval.ms", "0")
         .create()?;
-    let producer: BaseProducer<Deliveries> = kafka::config(brokers)
-        .set("linger.ms", "1")
-        .set("acks", "all")
-        .set("queue.buffering.max.kbytes", "65536")
+    let producer: BaseProducer<Deliveries> = gameshard_dataplane::kafka::setup::producer(&args)
+        .set("statistics.interval.ms", "0")
+        .set(COMPRESSION.0, COMPRESSION.1)
         .create_with_context(Deliveries::default())?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -211,6 +475,8 @@ fn passthrough(brokers: &str, partitions: i32, records: u64) -> anyhow::Result<D
         kafka::send_waiting(&producer, record)?;
         done += 1;
     }
+    // Undeliverable records would fail the flush: the producer retries without a
+    // timeout (`message.timeout.ms=0`), as the data plane's does.
     producer.flush(Duration::from_secs(600))?;
     Ok(start.elapsed())
 }
@@ -220,16 +486,18 @@ fn passthrough(brokers: &str, partitions: i32, records: u64) -> anyhow::Result<D
 /// seconds. An update crosses two such hops (into the data plane and out of it).
 fn broker_hop(brokers: &str) -> anyhow::Result<Histogram<u64>> {
     kafka::create_topics(brokers, &[("hop", 1)])?;
-    let consumer: BaseConsumer = kafka::config(brokers)
-        .set("group.id", "hop")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
+    let args = dataplane_settings(brokers, "hop")?;
+    let consumer: BaseConsumer = gameshard_dataplane::kafka::setup::consumer(&args)
+        .set("statistics.interval.ms", "0")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset("hop", 0, Offset::End)?;
     consumer.assign(&tpl)?;
-    let producer: BaseProducer =
-        kafka::config(brokers).set("linger.ms", "1").set("acks", "all").create()?;
+    let producer: BaseProducer = kafka::config(brokers)
+        .set("linger.ms", "1")
+        .set("acks", "all")
+        .set("socket.nagle.disable", "true")
+        .create()?;
     // Let the consumer settle at the end of the empty topic first.
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_millis(500) {
@@ -242,7 +510,7 @@ fn broker_hop(brokers: &str) -> anyhow::Result<Histogram<u64>> {
         if start.elapsed() < Duration::from_secs(3)
             && start.elapsed() >= Duration::from_millis(u64::from(sent))
         {
-            let sent_us = crate::harness::kafka::now_us().to_string();
+            let sent_us = kafka::now_us().to_string();
             let _ = producer
                 .send(BaseRecord::<[u8], [u8]>::to("hop").partition(0).payload(sent_us.as_bytes()));
             sent += 1;
@@ -250,7 +518,7 @@ fn broker_hop(brokers: &str) -> anyhow::Result<Histogram<u64>> {
         producer.poll(Duration::ZERO);
         if let Some(Ok(m)) = consumer.poll(Duration::from_micros(200)) {
             let sent_us: i64 = std::str::from_utf8(m.payload().unwrap_or_default())?.parse()?;
-            histogram.saturating_record((crate::harness::kafka::now_us() - sent_us).max(1) as u64);
+            histogram.saturating_record((kafka::now_us() - sent_us).max(1) as u64);
         }
         if start.elapsed() > Duration::from_secs(30) {
             break;
@@ -259,29 +527,47 @@ fn broker_hop(brokers: &str) -> anyhow::Result<Histogram<u64>> {
     Ok(histogram)
 }
 
-/// Reads updates arriving on the output topic from now on and records, for each, the
-/// time since its source record's timestamp, in microseconds.
-fn latencies(brokers: &str, partitions: i32, stop: &AtomicBool) -> anyhow::Result<Histogram<u64>> {
-    let consumer: BaseConsumer = kafka::config(brokers)
-        .set("group.id", "latency")
-        .set("enable.auto.commit", "false")
+/// Reads updates arriving on `topic` from now on and records, for each, the time since
+/// its source record's timestamp, in microseconds. Both framings: every update, alone
+/// or a line of a batch, carries one `"src_ts":` field, found without parsing the JSON,
+/// so that the reader takes little of the CPU it measures.
+fn latencies(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    stop: &AtomicBool,
+) -> anyhow::Result<Histogram<u64>> {
+    let args = dataplane_settings(brokers, "latency")?;
+    let consumer: BaseConsumer = gameshard_dataplane::kafka::setup::consumer(&args)
+        .set("statistics.interval.ms", "0")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(OUTPUT, p, Offset::End)?;
+        tpl.add_partition_offset(topic, p, Offset::End)?;
     }
     consumer.assign(&tpl)?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     while !stop.load(Relaxed) {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
         let m = message?;
-        let now_us = crate::harness::kafka::now_us();
-        let value: Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
-        if let Some(ts) = value["src_ts"].as_i64() {
+        let now_us = kafka::now_us();
+        for ts in src_timestamps(m.payload().unwrap_or_default()) {
             histogram.saturating_record(now_us.saturating_sub(ts * 1000).max(1) as u64);
         }
     }
     Ok(histogram)
+}
+
+/// The values of every `"src_ts":` field in `bytes`.
+fn src_timestamps(bytes: &[u8]) -> impl Iterator<Item = i64> + '_ {
+    const FIELD: &[u8] = b"\"src_ts\":";
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let at = rest.windows(FIELD.len()).position(|w| w == FIELD)?;
+        rest = &rest[at + FIELD.len()..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    })
 }
 
 /// Restores a partition of `players` players: runs the data plane over their spawns,
@@ -291,7 +577,7 @@ pub fn restore(players: u32) -> anyhow::Result<Value> {
         bail!("Apache Kafka is required: {}", broker::KAFKA_INSTALL);
     };
     let b = broker.bootstrap();
-    kafka::create_topics(&b, &[(INPUT, 1), (OUTPUT, 1), ("snapshots", 1)])?;
+    kafka::create_topics(&b, &[(INPUT, 1), (ENTITY_OUTPUT, 1), ("snapshots", 1)])?;
     let config =
         workload::Config { players, partitions: 1, records: 1, ..workload::Config::default() };
     let mut workload = Workload::generate(&config);
@@ -306,7 +592,7 @@ pub fn restore(players: u32) -> anyhow::Result<Value> {
         "--input-topic",
         INPUT,
         "--output-topic",
-        OUTPUT,
+        ENTITY_OUTPUT,
         "--snapshot-topic",
         "snapshots",
         "--partitions",
@@ -338,10 +624,26 @@ pub fn restore(players: u32) -> anyhow::Result<Value> {
     let _ = dp.terminate(Duration::from_secs(30));
     Ok(json!({
         "bench": "restore",
+        "broker": format!("Apache Kafka {} (KRaft, one node on loopback)", broker::kafka_version()),
+        "kafka_version": broker::kafka_version(),
         "players": players,
         "entities": field("entities"),
         "snapshot_bytes": field("bytes"),
         "restore_ms": field("ms"),
         "process_start_to_ready_ms": ready_ms.round(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::src_timestamps;
+
+    #[test]
+    fn source_timestamps_are_found_in_both_framings() {
+        let entity = br#"{"kind":"item","id":"i","claimed_by":"p","src_partition":0,"src_offset":3,"src_ts":17}"#;
+        assert_eq!(src_timestamps(entity).collect::<Vec<_>>(), [17]);
+        let batch = [entity.as_slice(), b"\n", &entity[..entity.len() - 3], b"42}"].concat();
+        assert_eq!(src_timestamps(&batch).collect::<Vec<_>>(), [17, 42]);
+        assert_eq!(src_timestamps(b"{}").count(), 0);
+    }
 }

@@ -10,6 +10,7 @@ pub mod harness;
 pub mod jitter;
 pub mod loadgen;
 pub mod model;
+pub mod procfs;
 pub mod rng;
 pub mod scenario;
 pub mod verify;

@@ -39,7 +39,8 @@ enum Bench {
     Pipeline(PipelineArgs),
     /// The baseline alone (the pipeline benchmark runs it as a child process).
     Baseline(BaselineArgs),
-    /// The data plane on a broker on loopback, against a passthrough pipeline.
+    /// The data plane on an Apache Kafka broker on loopback, with each output framing,
+    /// against a passthrough and the Kafka Streams peer on the same backlog.
     E2e(E2eArgs),
     /// Time to restore a partition from its snapshot.
     Restore(RestoreArgs),
@@ -56,14 +57,15 @@ struct E2eArgs {
     /// Events per record.
     #[arg(long, default_value_t = 64)]
     events_per_record: u32,
-    /// Events for the maximum-rate runs.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Events for the maximum-rate runs (after the warm-up): enough that the data
+    /// plane's run is not mostly its start and its last commit.
+    #[arg(long, default_value_t = 4_000_000)]
     events: u64,
     /// Seconds of load at half the maximum rate, for latency.
     #[arg(long, default_value_t = 20.0)]
     latency_secs: f64,
     /// Offered rate of the latency run, in events per second (default: half the
-    /// measured maximum).
+    /// measured maximum with the batch framing).
     #[arg(long)]
     latency_rate: Option<f64>,
     /// Print one JSON line instead of a summary.

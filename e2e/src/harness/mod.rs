@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod dataplane;
 pub mod kafka;
+pub mod kstreams;
 pub mod tls;
 pub mod tools;
 pub mod watchdog;
