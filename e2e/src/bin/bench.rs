@@ -175,8 +175,8 @@ struct PipelineArgs {
     /// Events for the baseline; 0 skips it.
     #[arg(long, default_value_t = 2_000_000)]
     baseline_events: u64,
-    /// Core for the state-machine thread (default: the last allowed CPU, since the
-    /// first one usually takes the machine's housekeeping interrupts).
+    /// Core for the state-machine thread (default: the first allowed CPU, as the data
+    /// plane's `--pin-core` default).
     #[arg(long)]
     pin_core: Option<usize>,
     /// Seconds spent measuring platform jitter on every CPU before the runs; 0 skips it.
@@ -245,10 +245,8 @@ fn bench_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
     let config = args.workload.config();
     let workload = Workload::generate(&config);
     let allowed = affinity::allowed_cpus()?;
-    let core = match args.pin_core {
-        Some(_) => affinity::choose_core(args.pin_core).context("--pin-core")?,
-        None => *allowed.last().context("no CPU is allowed")?,
-    };
+    // Placed as the data plane places itself by default.
+    let core = affinity::choose_core(args.pin_core).context("--pin-core")?;
     let jitter = if args.jitter_secs > 0.0 {
         jitter::measure(&allowed, Duration::from_secs_f64(args.jitter_secs))
     } else {
@@ -356,7 +354,8 @@ fn bench_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
         Some(n) => n,
         None => affinity::allowed_cpus()?.len(),
     };
-    let report = baseline::run(&mut workload, args.events, workers)?;
+    let options = baseline::Options { events: args.events, workers, keep_updates: false };
+    let report = baseline::run(&mut workload, options)?;
     let events_per_sec = report.events as f64 / report.elapsed.as_secs_f64();
     let max_rss_mb = max_rss_mb()?;
     if args.json {
