@@ -274,6 +274,13 @@ fn bench_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
     let allocs_per_event = throughput.allocations as f64 / throughput.events as f64;
     let offered = latency.events as f64 / latency.elapsed.as_secs_f64();
     let us = |q: f64| sink.latencies.value_at_quantile(q) as f64 / 1000.0;
+    if sink.latencies.len() != sink.latency_updates {
+        bail!(
+            "{} latency samples for {} updates in the latency run",
+            sink.latencies.len(),
+            sink.latency_updates
+        );
+    }
 
     let baseline = if args.baseline_events > 0 {
         Some(run_baseline_process(&args.workload, args.baseline_events)?)
