@@ -12,5 +12,6 @@ pub mod loadgen;
 pub mod model;
 pub mod rng;
 pub mod scenario;
+pub mod stages;
 pub mod verify;
 pub mod workload;

@@ -5,6 +5,11 @@
 //! throughput and allocations, then at a fixed offered rate, for latency. In the same
 //! run it measures the baseline (`gameshard-bench baseline`, in a child process so that
 //! neither disturbs the other's memory or threads) and reports the ratio.
+//!
+//! `gameshard-bench instructions` counts the instructions the engine spends per event,
+//! in all three stages and in each one, under callgrind: a figure that, unlike time,
+//! does not move with the machine's load. It runs `gameshard-bench stage` under
+//! `valgrind --tool=callgrind` once per stage.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use gameshard_dataplane::metrics::Metrics;
 use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
 use gameshard_e2e::alloc::{self, Counting};
 use gameshard_e2e::scenario::{Run, scenario};
+use gameshard_e2e::stages::{self, Stage};
 use gameshard_e2e::workload::{self, Workload};
 use gameshard_e2e::{baseline, endtoend, jitter};
 use gameshard_engine::World;
@@ -39,6 +45,11 @@ enum Bench {
     Pipeline(PipelineArgs),
     /// The baseline alone (the pipeline benchmark runs it as a child process).
     Baseline(BaselineArgs),
+    /// Instructions per event, overall and per engine stage, under callgrind.
+    Instructions(InstructionsArgs),
+    /// One engine stage over a fixed workload in one thread (what `instructions` runs
+    /// under callgrind).
+    Stage(StageArgs),
     /// The data plane on a broker on loopback, against a passthrough pipeline.
     E2e(E2eArgs),
     /// Time to restore a partition from its snapshot.
@@ -108,6 +119,49 @@ struct WorkloadArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StageName {
+    Pipeline,
+    Parse,
+    Apply,
+    Encode,
+}
+
+impl From<StageName> for Stage {
+    fn from(stage: StageName) -> Self {
+        match stage {
+            StageName::Pipeline => Stage::Pipeline,
+            StageName::Parse => Stage::Parse,
+            StageName::Apply => Stage::Apply,
+            StageName::Encode => Stage::Encode,
+        }
+    }
+}
+
+#[derive(Args)]
+struct InstructionsArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// The valgrind executable.
+    #[arg(long, default_value = "valgrind")]
+    valgrind: String,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct StageArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// The stage whose second pass is counted.
+    #[arg(long, value_enum)]
+    stage: StageName,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -206,6 +260,21 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Pipeline(args) => bench_pipeline(&args),
         Bench::Baseline(args) => bench_baseline(&args),
+        Bench::Instructions(args) => bench_instructions(&args),
+        Bench::Stage(args) => {
+            let counted = stages::run(args.stage.into(), &args.workload.config());
+            let report = json!({
+                "bench": "stage",
+                "stage": Stage::from(args.stage).name(),
+                "records": counted.records,
+                "bytes": counted.bytes,
+                "events": counted.events,
+                "updates": counted.updates,
+                "encoded_bytes": counted.encoded_bytes,
+            });
+            print_report(&report, args.json);
+            Ok(())
+        }
         Bench::E2e(args) => {
             let options = endtoend::Options {
                 players: args.players,
@@ -384,6 +453,100 @@ fn bench_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn bench_instructions(args: &InstructionsArgs) -> anyhow::Result<()> {
+    let version = Command::new(&args.valgrind)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .with_context(|| {
+            format!(
+                "cannot run {} (--valgrind): install valgrind (Debian package `valgrind`; \
+                 scripts/instructions installs it)",
+                args.valgrind
+            )
+        })?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let exe = std::env::current_exe().context("locating gameshard-bench")?;
+    let dir = std::env::temp_dir().join(format!("gameshard-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut report = serde_json::Map::new();
+    report.insert("bench".into(), "instructions".into());
+    let mut instructions = serde_json::Map::new();
+    let mut summary = Vec::new();
+    for stage in Stage::ALL {
+        let out_file = dir.join(format!("callgrind.out.{}", stage.name()));
+        let output = Command::new(&args.valgrind)
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out_file.display()))
+            .arg("--collect-atstart=no")
+            .arg(format!("--toggle-collect={}", stage.counted_function()))
+            .arg(&exe)
+            .args(["stage", "--stage", stage.name(), "--json"])
+            .args(args.workload.to_args())
+            .output()
+            .with_context(|| format!("running the {} stage under callgrind", stage.name()))?;
+        if !output.status.success() {
+            bail!(
+                "the {} stage failed under callgrind: {}",
+                stage.name(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let counted: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("reading the stage's report")?;
+        let total = callgrind_total(&out_file)?;
+        let events = counted["events"].as_u64().filter(|&e| e > 0).context("no event counted")?;
+        if total == 0 {
+            bail!("callgrind counted nothing in {}", stage.counted_function());
+        }
+        let per_event = (total as f64 / events as f64 * 10.0).round() / 10.0;
+        report.insert(format!("{}_instructions_per_event", stage.name()), per_event.into());
+        if stage == Stage::Pipeline {
+            for field in ["records", "bytes", "events", "updates", "encoded_bytes"] {
+                report.insert(field.into(), counted[field].clone());
+            }
+        }
+        if stage == Stage::Encode
+            && let Some(updates) = counted["updates"].as_u64().filter(|&u| u > 0)
+        {
+            let per_update = (total as f64 / updates as f64 * 10.0).round() / 10.0;
+            report.insert("encode_instructions_per_update".into(), per_update.into());
+        }
+        instructions.insert(stage.name().into(), total.into());
+        summary.push((stage.name(), per_event, total));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = args.workload.config();
+    report.insert("instructions".into(), instructions.into());
+    report.insert("players".into(), config.players.into());
+    report.insert("partitions".into(), config.partitions.into());
+    report.insert("events_per_record".into(), config.events_per_record.into());
+    report.insert("valgrind".into(), version.into());
+    if args.json {
+        println!("{}", serde_json::Value::Object(report));
+    } else {
+        for (stage, per_event, total) in summary {
+            println!("{stage:<9} {per_event:>8.1} instructions per event ({total} in all)");
+        }
+    }
+    Ok(())
+}
+
+/// The instructions a callgrind output file counted.
+fn callgrind_total(path: &std::path::Path) -> anyhow::Result<u64> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+    };
+    line("totals:")
+        .or_else(|| line("summary:"))
+        .with_context(|| format!("no totals in {}", path.display()))
 }
 
 /// Peak resident set size of this process, in MB.
