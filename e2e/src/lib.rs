@@ -13,5 +13,6 @@ pub mod model;
 pub mod procfs;
 pub mod rng;
 pub mod scenario;
+pub mod stages;
 pub mod verify;
 pub mod workload;

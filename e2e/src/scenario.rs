@@ -103,6 +103,7 @@ pub fn scenario<W>(
         latencies: Histogram::new_with_bounds(1, 60_000_000_000, 3)
             .expect("valid histogram bounds"),
         pending: Vec::with_capacity(8192),
+        latency_updates: 0,
         updates: 0,
         dead_letters: 0,
         bytes: 0,
@@ -299,10 +300,16 @@ fn wait_until(epoch: Instant, due_ns: u64) {
 /// The sink side of a scenario.
 pub struct ScenarioSink {
     gate: Arc<Gate>,
-    /// Arrival times of the current batch's updates, during a latency run.
-    pending: Vec<u64>,
-    /// Arrival to encoded update, in nanoseconds, over the latency runs.
+    /// Arrival times of the current batch's updates, during a latency run, each with the
+    /// number of updates in a row that share it (the updates of one record come in a
+    /// run). It grows when a batch needs more: no sample is ever dropped.
+    pending: Vec<(u64, u64)>,
+    /// Arrival to encoded update, in nanoseconds, over the latency runs: one sample per
+    /// update.
     pub latencies: Histogram<u64>,
+    /// Updates received during the latency runs; [`ScenarioSink::latencies`] holds as many
+    /// samples.
+    pub latency_updates: u64,
     /// Updates received.
     pub updates: u64,
     /// Dead letters received.
@@ -319,8 +326,12 @@ impl Sink for ScenarioSink {
     fn update(&mut self, src: &RecordMeta, key: &[u8], value: &[u8]) {
         self.updates += 1;
         self.bytes += (key.len() + value.len()) as u64;
-        if self.gate.recording.load(Relaxed) && self.pending.len() < self.pending.capacity() {
-            self.pending.push(src.arrival_ns);
+        if self.gate.recording.load(Relaxed) {
+            self.latency_updates += 1;
+            match self.pending.last_mut() {
+                Some((arrival, n)) if *arrival == src.arrival_ns => *n += 1,
+                _ => self.pending.push((src.arrival_ns, 1)),
+            }
         }
     }
 
@@ -335,8 +346,8 @@ impl Sink for ScenarioSink {
     }
 
     fn end_batch(&mut self, progress: &[Progress], now_ns: u64) {
-        for &arrival in &self.pending {
-            self.latencies.saturating_record(now_ns.saturating_sub(arrival));
+        for &(arrival, n) in &self.pending {
+            self.latencies.saturating_record_n(now_ns.saturating_sub(arrival), n);
         }
         self.pending.clear();
         for p in progress {
@@ -346,5 +357,31 @@ impl Sink for ScenarioSink {
         }
         self.gate.last_batch_allocations.store((self.gate.allocations)(), Relaxed);
         self.gate.last_batch_ns.store(now_ns, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{self, Workload};
+
+    #[test]
+    fn every_update_of_a_latency_run_is_one_latency_sample_however_large_the_batch() {
+        let config =
+            workload::Config { players: 10, partitions: 1, records: 1, ..Default::default() };
+        let (_, mut sink) =
+            scenario(Workload::generate(&config), vec![(0, ())], Vec::new(), Instant::now(), || 0);
+        sink.gate.recording.store(true, Relaxed);
+        // Far more updates in one batch than the sink has room for up front, from
+        // records that arrived at different times.
+        let updates = 3 * sink.pending.capacity() as u64 + 7;
+        for i in 0..updates {
+            let src = RecordMeta { arrival_ns: 1_000 * (i / 3), ..RecordMeta::default() };
+            sink.update(&src, b"k", b"v");
+        }
+        sink.end_batch(&[], 10_000_000);
+        assert_eq!(sink.latency_updates, updates);
+        assert_eq!(sink.latencies.len(), updates);
+        assert_eq!(sink.latencies.max(), sink.latencies.highest_equivalent(10_000_000));
     }
 }

@@ -239,6 +239,11 @@ impl Workload {
         partition
     }
 
+    /// Input partitions.
+    pub fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
     /// Events in one pass.
     pub fn pass_events(&self) -> u64 {
         self.records.iter().map(|r| u64::from(r.events)).sum()

@@ -89,3 +89,35 @@ fn the_broker_benchmarks_run_on_apache_kafka_and_report_their_figures() {
     assert!(restore["entities"].as_f64().is_some_and(|e| e >= 2000.0), "{restore}");
     assert!(restore["restore_ms"].as_f64().is_some(), "{restore}");
 }
+
+#[test]
+fn the_instructions_benchmark_counts_every_stage_under_callgrind() {
+    let Some(valgrind) =
+        gameshard_e2e::harness::tools::require("valgrind", "Debian package `valgrind`")
+    else {
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_gameshard-bench"))
+        .arg("instructions")
+        .arg("--valgrind")
+        .arg(valgrind)
+        .args(["--json", "--players", "400", "--partitions", "2", "--records", "8"])
+        .output()
+        .expect("gameshard-bench runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["events"], 8 * 64, "{report}");
+    let per_event = |stage: &str| {
+        report[format!("{stage}_instructions_per_event")]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{stage} missing in {report}"))
+    };
+    let stages = per_event("parse") + per_event("apply") + per_event("encode");
+    for stage in ["parse", "apply", "encode"] {
+        assert!(per_event(stage) > 10.0, "{stage} counted: {report}");
+    }
+    // The three stages alone add up to all three in turn, within what the batching
+    // between them costs.
+    let pipeline = per_event("pipeline");
+    assert!((stages - pipeline).abs() < 0.05 * pipeline, "{report}");
+}

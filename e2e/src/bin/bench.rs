@@ -5,6 +5,11 @@
 //! throughput and allocations, then at a fixed offered rate, for latency. In the same
 //! run it measures the baseline (`gameshard-bench baseline`, in a child process so that
 //! neither disturbs the other's memory or threads) and reports the ratio.
+//!
+//! `gameshard-bench instructions` counts the instructions the engine spends per event,
+//! in all three stages and in each one, under callgrind: a figure that, unlike time,
+//! does not move with the machine's load. It runs `gameshard-bench stage` under
+//! `valgrind --tool=callgrind` once per stage.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use gameshard_dataplane::metrics::Metrics;
 use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
 use gameshard_e2e::alloc::{self, Counting};
 use gameshard_e2e::scenario::{Run, scenario};
+use gameshard_e2e::stages::{self, Stage};
 use gameshard_e2e::workload::{self, Workload};
 use gameshard_e2e::{baseline, endtoend, jitter};
 use gameshard_engine::World;
@@ -39,6 +45,11 @@ enum Bench {
     Pipeline(PipelineArgs),
     /// The baseline alone (the pipeline benchmark runs it as a child process).
     Baseline(BaselineArgs),
+    /// Instructions per event, overall and per engine stage, under callgrind.
+    Instructions(InstructionsArgs),
+    /// One engine stage over a fixed workload in one thread (what `instructions` runs
+    /// under callgrind).
+    Stage(StageArgs),
     /// The data plane on an Apache Kafka broker on loopback, with each output framing,
     /// against a passthrough and the Kafka Streams peer on the same backlog.
     E2e(E2eArgs),
@@ -109,6 +120,49 @@ struct WorkloadArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum StageName {
+    Pipeline,
+    Parse,
+    Apply,
+    Encode,
+}
+
+impl From<StageName> for Stage {
+    fn from(stage: StageName) -> Self {
+        match stage {
+            StageName::Pipeline => Stage::Pipeline,
+            StageName::Parse => Stage::Parse,
+            StageName::Apply => Stage::Apply,
+            StageName::Encode => Stage::Encode,
+        }
+    }
+}
+
+#[derive(Args)]
+struct InstructionsArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// The valgrind executable.
+    #[arg(long, default_value = "valgrind")]
+    valgrind: String,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct StageArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// The stage whose second pass is counted.
+    #[arg(long, value_enum)]
+    stage: StageName,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Framing {
     Ndjson,
     Array,
@@ -167,8 +221,8 @@ struct PipelineArgs {
     /// Events for the baseline; 0 skips it.
     #[arg(long, default_value_t = 2_000_000)]
     baseline_events: u64,
-    /// Core for the state-machine thread (default: the last allowed CPU, since the
-    /// first one usually takes the machine's housekeeping interrupts).
+    /// Core for the state-machine thread (default: the first allowed CPU, as the data
+    /// plane's `--pin-core` default).
     #[arg(long)]
     pin_core: Option<usize>,
     /// Seconds spent measuring platform jitter on every CPU before the runs; 0 skips it.
@@ -198,6 +252,21 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Pipeline(args) => bench_pipeline(&args),
         Bench::Baseline(args) => bench_baseline(&args),
+        Bench::Instructions(args) => bench_instructions(&args),
+        Bench::Stage(args) => {
+            let counted = stages::run(args.stage.into(), &args.workload.config());
+            let report = json!({
+                "bench": "stage",
+                "stage": Stage::from(args.stage).name(),
+                "records": counted.records,
+                "bytes": counted.bytes,
+                "events": counted.events,
+                "updates": counted.updates,
+                "encoded_bytes": counted.encoded_bytes,
+            });
+            print_report(&report, args.json);
+            Ok(())
+        }
         Bench::E2e(args) => {
             let options = endtoend::Options {
                 players: args.players,
@@ -233,10 +302,8 @@ fn bench_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
     let config = args.workload.config();
     let workload = Workload::generate(&config);
     let allowed = affinity::allowed_cpus()?;
-    let core = match args.pin_core {
-        Some(_) => affinity::choose_core(args.pin_core).context("--pin-core")?,
-        None => *allowed.last().context("no CPU is allowed")?,
-    };
+    // Placed as the data plane places itself by default.
+    let core = affinity::choose_core(args.pin_core).context("--pin-core")?;
     let jitter = if args.jitter_secs > 0.0 {
         jitter::measure(&allowed, Duration::from_secs_f64(args.jitter_secs))
     } else {
@@ -264,6 +331,13 @@ fn bench_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
     let allocs_per_event = throughput.allocations as f64 / throughput.events as f64;
     let offered = latency.events as f64 / latency.elapsed.as_secs_f64();
     let us = |q: f64| sink.latencies.value_at_quantile(q) as f64 / 1000.0;
+    if sink.latencies.len() != sink.latency_updates {
+        bail!(
+            "{} latency samples for {} updates in the latency run",
+            sink.latencies.len(),
+            sink.latency_updates
+        );
+    }
 
     let baseline = if args.baseline_events > 0 {
         Some(run_baseline_process(&args.workload, args.baseline_events)?)
@@ -344,7 +418,8 @@ fn bench_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
         Some(n) => n,
         None => affinity::allowed_cpus()?.len(),
     };
-    let report = baseline::run(&mut workload, args.events, workers)?;
+    let options = baseline::Options { events: args.events, workers, keep_updates: false };
+    let report = baseline::run(&mut workload, options)?;
     let events_per_sec = report.events as f64 / report.elapsed.as_secs_f64();
     let max_rss_mb = max_rss_mb()?;
     if args.json {
@@ -366,6 +441,100 @@ fn bench_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn bench_instructions(args: &InstructionsArgs) -> anyhow::Result<()> {
+    let version = Command::new(&args.valgrind)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .with_context(|| {
+            format!(
+                "cannot run {} (--valgrind): install valgrind (Debian package `valgrind`; \
+                 scripts/instructions installs it)",
+                args.valgrind
+            )
+        })?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let exe = std::env::current_exe().context("locating gameshard-bench")?;
+    let dir = std::env::temp_dir().join(format!("gameshard-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut report = serde_json::Map::new();
+    report.insert("bench".into(), "instructions".into());
+    let mut instructions = serde_json::Map::new();
+    let mut summary = Vec::new();
+    for stage in Stage::ALL {
+        let out_file = dir.join(format!("callgrind.out.{}", stage.name()));
+        let output = Command::new(&args.valgrind)
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out_file.display()))
+            .arg("--collect-atstart=no")
+            .arg(format!("--toggle-collect={}", stage.counted_function()))
+            .arg(&exe)
+            .args(["stage", "--stage", stage.name(), "--json"])
+            .args(args.workload.to_args())
+            .output()
+            .with_context(|| format!("running the {} stage under callgrind", stage.name()))?;
+        if !output.status.success() {
+            bail!(
+                "the {} stage failed under callgrind: {}",
+                stage.name(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let counted: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("reading the stage's report")?;
+        let total = callgrind_total(&out_file)?;
+        let events = counted["events"].as_u64().filter(|&e| e > 0).context("no event counted")?;
+        if total == 0 {
+            bail!("callgrind counted nothing in {}", stage.counted_function());
+        }
+        let per_event = (total as f64 / events as f64 * 10.0).round() / 10.0;
+        report.insert(format!("{}_instructions_per_event", stage.name()), per_event.into());
+        if stage == Stage::Pipeline {
+            for field in ["records", "bytes", "events", "updates", "encoded_bytes"] {
+                report.insert(field.into(), counted[field].clone());
+            }
+        }
+        if stage == Stage::Encode
+            && let Some(updates) = counted["updates"].as_u64().filter(|&u| u > 0)
+        {
+            let per_update = (total as f64 / updates as f64 * 10.0).round() / 10.0;
+            report.insert("encode_instructions_per_update".into(), per_update.into());
+        }
+        instructions.insert(stage.name().into(), total.into());
+        summary.push((stage.name(), per_event, total));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = args.workload.config();
+    report.insert("instructions".into(), instructions.into());
+    report.insert("players".into(), config.players.into());
+    report.insert("partitions".into(), config.partitions.into());
+    report.insert("events_per_record".into(), config.events_per_record.into());
+    report.insert("valgrind".into(), version.into());
+    if args.json {
+        println!("{}", serde_json::Value::Object(report));
+    } else {
+        for (stage, per_event, total) in summary {
+            println!("{stage:<9} {per_event:>8.1} instructions per event ({total} in all)");
+        }
+    }
+    Ok(())
+}
+
+/// The instructions a callgrind output file counted.
+fn callgrind_total(path: &std::path::Path) -> anyhow::Result<u64> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+    };
+    line("totals:")
+        .or_else(|| line("summary:"))
+        .with_context(|| format!("no totals in {}", path.display()))
 }
 
 /// Peak resident set size of this process, in MB.
