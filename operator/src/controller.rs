@@ -8,10 +8,10 @@ use futures::StreamExt;
 use gameshard_crds::control::{ASSIGNMENT_KEY, Assignment};
 use gameshard_crds::{GameShard, GameShardStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -93,7 +93,8 @@ pub async fn reconcile<K: Kafka, S: Scrape>(
         Ok(Outcome::Problem(p)) => Some(p.reason()),
         Err(e) => Some(e.metric_label()),
     };
-    ctx.metrics.reconciled(started.elapsed().as_secs_f64(), failure);
+    let namespace = shard.namespace().unwrap_or_default();
+    ctx.metrics.reconciled(&namespace, &shard.name_any(), started.elapsed().as_secs_f64(), failure);
     match result? {
         Outcome::Served => Ok(Action::requeue(RESYNC)),
         Outcome::Problem(_) => Ok(Action::requeue(RETRY)),
@@ -205,6 +206,7 @@ async fn reconcile_inner<K: Kafka, S: Scrape>(
 
     let observed = observe(shard, Some(&sts));
     let status = GameShardStatus {
+        partitions: Some(partitions),
         assignment,
         assignment_epoch: Some(epoch),
         desired_replicas: Some(replicas),
@@ -375,12 +377,7 @@ async fn write_status<K, S: Scrape>(
     status.replicas = observed.replicas;
     status.ready_replicas = observed.ready;
     let p99 = if observed.ready > 0 {
-        // Ready pods have DNS names under the headless Service.
-        let service = desired::headless_service(shard).name_any();
-        let hosts: Vec<String> = desired::pod_names(shard, observed.replicas)
-            .into_iter()
-            .map(|pod| format!("{pod}.{service}.{ns}.svc"))
-            .collect();
+        let hosts = ready_pod_ips(ctx, shard, &ns).await;
         let port = desired::ADMIN_PORT as u16;
         ctx.latency.p99(&ctx.scrape, (&ns, &shard.name_any()), &hosts, port).await
     } else {
@@ -409,6 +406,34 @@ async fn write_status<K, S: Scrape>(
     )
     .await?;
     Ok(())
+}
+
+/// The IPs of the shard's ready pods. Scraped by IP, as Prometheus does, because pod
+/// DNS names need a cluster DNS that resolves the headless Service from the operator.
+/// A failed list only costs this round's p99.
+async fn ready_pod_ips<K, S>(ctx: &Context<K, S>, shard: &GameShard, ns: &str) -> Vec<String> {
+    let selector: Vec<String> =
+        desired::selector_labels(shard).iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match pods.list(&ListParams::default().labels(&selector.join(","))).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter_map(|pod| {
+                let status = pod.status?;
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(status.pod_ip).flatten()
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(shard = %shard.name_any(), %error, "cannot list the shard's pods");
+            Vec::new()
+        }
+    }
 }
 
 async fn publish_event<K, S>(

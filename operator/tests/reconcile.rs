@@ -152,19 +152,39 @@ impl ApiServer {
         (body, query, send)
     }
 
-    /// A server-side apply of `path`: answered with the body it sent, plus `status`.
-    async fn apply(&mut self, path: &str, status: Value) -> Value {
+    /// A server-side apply of `path`, answered as an API server does: the object as
+    /// applied, with the status the server held before (`stored`), or, for an object the
+    /// apply creates, the status a new StatefulSet starts with (nothing ready, nothing
+    /// updated: no controller has acted on it yet).
+    async fn apply(&mut self, path: &str, stored: Option<Value>) -> Value {
         let (mut body, query, send) = self.expect(Method::PATCH, path).await;
         assert!(
             query.contains("fieldManager=gameshard-operator") && query.contains("force=true"),
             "{query}"
         );
         let sent = body.clone();
-        if !status.is_null() {
-            body["status"] = status;
+        if body["kind"] == "StatefulSet" {
+            body["status"] =
+                stored.unwrap_or_else(|| json!({"replicas": 0, "availableReplicas": 0}));
         }
         send.send_response(Response::new(Body::from(serde_json::to_vec(&body).unwrap())));
         sent
+    }
+
+    /// The next request, answered with the API error `code` (`reason` in its Status).
+    async fn fail(&mut self, method: Method, path: &str, code: u16, reason: &str) {
+        let (_, _, send) = self.expect(method, path).await;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason});
+        let response = Response::builder()
+            .status(StatusCode::from_u16(code).unwrap())
+            .body(Body::from(serde_json::to_vec(&status).unwrap()));
+        send.send_response(response.unwrap());
+    }
+
+    /// The next request, failed in transport: no answer came in time.
+    async fn time_out(&mut self, method: Method, path: &str) {
+        let (_, _, send) = self.expect(method, path).await;
+        send.send_error(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"));
     }
 
     /// The status apply: answered with the whole resource carrying the new status.
@@ -205,6 +225,17 @@ impl ApiServer {
         send.send_response(Response::new(Body::from(serde_json::to_vec(&object).unwrap())));
     }
 
+    /// The list of the shard's pods (by their labels), answered with `items`.
+    async fn pods(&mut self, items: Value) {
+        let (_, query, send) = self.expect(Method::GET, PODS).await;
+        assert!(
+            query.contains("labelSelector=app.kubernetes.io%2Fcomponent%3Ddataplane"),
+            "{query}"
+        );
+        let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items});
+        send.send_response(Response::new(Body::from(serde_json::to_vec(&list).unwrap())));
+    }
+
     /// Asserts no further request comes.
     async fn silent(mut self) {
         let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
@@ -219,6 +250,7 @@ const SVC: &str = "/api/v1/namespaces/game/services/zone";
 const SVC_METRICS: &str = "/api/v1/namespaces/game/services/zone-metrics";
 const PDB: &str = "/apis/policy/v1/namespaces/game/poddisruptionbudgets/zone";
 const STATUS: &str = "/apis/gameshard.io/v1alpha1/namespaces/game/gameshards/zone/status";
+const PODS: &str = "/api/v1/namespaces/game/pods";
 
 type Ctx = Context<Fake, FakeScrape>;
 
@@ -275,9 +307,7 @@ async fn create_makes_topics_publishes_the_assignment_applies_and_reports() {
     let action = reconcile(shard(1, json!({})), Arc::clone(&ctx), async move {
         assert_eq!(server.event().await, "TopicsCreated");
         assert_eq!(server.event().await, "AssignmentPublished");
-        let sts = server
-            .apply(STS, json!({"replicas": 2, "readyReplicas": 0, "updatedReplicas": 2}))
-            .await;
+        let sts = server.apply(STS, None).await;
         assert_eq!(sts["spec"]["replicas"], 2, "16 partitions at 8 per pod");
         let container = &sts["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["resources"]["requests"], container["resources"]["limits"]);
@@ -286,9 +316,9 @@ async fn create_makes_topics_publishes_the_assignment_applies_and_reports() {
         let args: Vec<&str> =
             container["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         assert!(args.windows(2).any(|w| w == ["--control-topic", "zone.control"]), "{args:?}");
-        server.apply(SVC, Value::Null).await;
-        server.apply(SVC_METRICS, Value::Null).await;
-        server.apply(PDB, Value::Null).await;
+        server.apply(SVC, None).await;
+        server.apply(SVC_METRICS, None).await;
+        server.apply(PDB, None).await;
         assert_eq!(server.event().await, "Applied");
         let patch = server.apply_status().await;
         let status = &patch["status"];
@@ -301,8 +331,12 @@ async fn create_makes_topics_publishes_the_assignment_applies_and_reports() {
         );
         assert_eq!(condition(status, "Ready")["status"], "False");
         assert_eq!(condition(status, "Ready")["reason"], "PodsNotReady");
+        // The StatefulSet was just created: none of its pods exists yet.
         assert_eq!(condition(status, "Progressing")["status"], "True");
+        assert_eq!(condition(status, "Progressing")["reason"], "RollingOut");
+        assert_eq!(condition(status, "Progressing")["message"], "0 of 2 pods updated, 0 ready");
         assert_eq!(condition(status, "Degraded")["status"], "False");
+        assert_eq!(status["partitions"], 16);
         server.silent().await;
     })
     .await;
@@ -349,15 +383,16 @@ async fn a_spec_change_rescales_republishes_and_keeps_transition_times() {
         setup(FakeKafka::with(Ok(vec![Some(16), Some(16), Some(16), Some(1), Some(16)])));
     reconcile(s, ctx, async move {
         assert_eq!(server.event().await, "AssignmentPublished");
-        let sts = server
-            .apply(STS, json!({"replicas": 4, "readyReplicas": 2, "updatedReplicas": 2}))
-            .await;
+        // The server held the two ready pods of the previous spec.
+        let before = json!({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2});
+        let sts = server.apply(STS, Some(before)).await;
         assert_eq!(sts["spec"]["replicas"], 4);
-        server.apply(SVC, Value::Null).await;
-        server.apply(SVC_METRICS, Value::Null).await;
-        server.apply(PDB, Value::Null).await;
+        server.apply(SVC, None).await;
+        server.apply(SVC_METRICS, None).await;
+        server.apply(PDB, None).await;
         assert_eq!(server.event().await, "Applied");
         assert_eq!(server.event().await, "Scaled");
+        server.pods(json!([])).await;
         let patch = server.apply_status().await;
         let status = &patch["status"];
         assert_eq!(status["observedGeneration"], 2);
@@ -383,6 +418,7 @@ async fn a_paused_shard_is_only_observed() {
         server
             .get(STS, json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 3, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3}}))
             .await;
+        server.pods(json!([])).await;
         let patch = server.apply_status().await;
         let status = &patch["status"];
         assert_eq!(condition(status, "Progressing")["reason"], "Paused");
@@ -455,20 +491,25 @@ fn latency_page(within_1ms: u64, within_2ms: u64, total: u64) -> String {
 async fn the_observed_p99_is_read_from_the_ready_pods_over_the_time_between_scrapes() {
     let pages = Pages::default();
     pages.pages.lock().unwrap().extend([
-        (
-            "zone-0.zone.game.svc".to_owned(),
-            vec![latency_page(500, 500, 500), latency_page(1480, 1500, 1500)],
-        ),
-        ("zone-1.zone.game.svc".to_owned(), vec![latency_page(0, 0, 0), latency_page(0, 0, 0)]),
+        ("10.0.0.7".to_owned(), vec![latency_page(500, 500, 500), latency_page(1480, 1500, 1500)]),
+        ("10.0.0.8".to_owned(), vec![latency_page(0, 0, 0), latency_page(0, 0, 0)]),
     ]);
     let (ctx, _kafka, mut server, pages) = setup_with_pages(FakeKafka::default(), pages);
     let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 2, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}});
-    // Two reconciliations of a paused shard, a minute apart: each reads the StatefulSet
-    // and writes the status.
+    // The shard's pods, found by their labels; the one not ready is not scraped.
+    let pod = |name: &str, ip: &str, ready: &str| json!({"metadata": {"name": name}, "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]}});
+    let pods = json!([
+        pod("zone-0", "10.0.0.7", "True"),
+        pod("zone-1", "10.0.0.8", "True"),
+        pod("zone-2", "10.0.0.9", "False"),
+    ]);
+    // Two reconciliations of a paused shard, a minute apart: each reads the StatefulSet,
+    // lists the shard's pods and writes the status.
     let script = tokio::spawn(async move {
         let mut statuses = Vec::new();
         for _ in 0..2 {
             server.get(STS, sts.clone()).await;
+            server.pods(pods.clone()).await;
             statuses.push(server.apply_status().await["status"].clone());
         }
         server.silent().await;
@@ -483,13 +524,114 @@ async fn the_observed_p99_is_read_from_the_ready_pods_over_the_time_between_scra
     // 1,000 new updates on zone-0, 980 within 1 ms: the 990th is halfway into 1-2 ms.
     assert_eq!(statuses[1]["observedP99"], "1.5ms", "{}", statuses[1]);
     assert_eq!(statuses[1]["observedP99Ms"], 1.5);
-    assert_eq!(
-        *pages.asked.lock().unwrap(),
-        [
-            "zone-0.zone.game.svc",
-            "zone-1.zone.game.svc",
-            "zone-0.zone.game.svc",
-            "zone-1.zone.game.svc"
-        ]
+    assert_eq!(*pages.asked.lock().unwrap(), ["10.0.0.7", "10.0.0.8", "10.0.0.7", "10.0.0.8"]);
+}
+
+/// The failure counter's value for shard game/zone and `reason`.
+fn failures(ctx: &Ctx, reason: &str) -> u64 {
+    let page = ctx.metrics.render();
+    let series = format!(
+        "gameshard_operator_reconcile_failures_total{{reason=\"{reason}\",shard=\"zone\",shard_namespace=\"game\"}} "
     );
+    page.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |v| v.parse().expect("a count"))
+}
+
+/// Runs one reconciliation that must fail, against `server`'s script.
+async fn reconcile_failing<F>(
+    shard: GameShard,
+    ctx: Arc<Ctx>,
+    script: F,
+) -> gameshard_operator::Error
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let server = tokio::spawn(script);
+    let error = controller::reconcile(Arc::new(shard), ctx).await.expect_err("reconcile fails");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("every expected request came")
+        .expect("script passed");
+    error
+}
+
+/// Every topic exists and the assignment is the one in the status, so a reconcile goes
+/// straight to the apply.
+fn settled_shard() -> GameShard {
+    let mut s = shard(1, json!({}));
+    s.status = Some(GameShardStatus {
+        assignment_epoch: Some(1),
+        assignment: vec![
+            PodAssignment { pod: "zone-0".into(), partitions: (0..8).collect() },
+            PodAssignment { pod: "zone-1".into(), partitions: (8..16).collect() },
+        ],
+        observed_generation: Some(1),
+        ..GameShardStatus::default()
+    });
+    s
+}
+
+fn all_topics() -> FakeKafka {
+    FakeKafka::with(Ok(vec![Some(16), Some(16), Some(16), Some(1), Some(16)]))
+}
+
+#[tokio::test]
+async fn a_conflicting_apply_fails_the_reconcile_and_counts_a_conflict_for_the_shard() {
+    let (ctx, _kafka, mut server) = setup(all_topics());
+    let error = reconcile_failing(settled_shard(), Arc::clone(&ctx), async move {
+        server.fail(Method::PATCH, STS, 409, "Conflict").await;
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(error.metric_label(), "Conflict");
+    assert_eq!(failures(&ctx, "Conflict"), 1, "{}", ctx.metrics.render());
+    assert_eq!(
+        controller::error_policy(Arc::new(settled_shard()), &error, ctx),
+        Action::requeue(Duration::from_secs(15)),
+        "retried soon"
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_on_the_status_counts_an_api_error_after_the_children_are_applied() {
+    let (ctx, _kafka, mut server) = setup(all_topics());
+    let error = reconcile_failing(settled_shard(), Arc::clone(&ctx), async move {
+        server.apply(STS, None).await;
+        server.apply(SVC, None).await;
+        server.apply(SVC_METRICS, None).await;
+        server.apply(PDB, None).await;
+        server.fail(Method::PATCH, STATUS, 503, "ServiceUnavailable").await;
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(error.metric_label(), "ApiError");
+    assert_eq!(failures(&ctx, "ApiError"), 1);
+    assert_eq!(failures(&ctx, "Conflict"), 0);
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_counts_the_api_as_unreachable() {
+    let (ctx, _kafka, mut server) = setup(all_topics());
+    let error = reconcile_failing(settled_shard(), Arc::clone(&ctx), async move {
+        server.apply(STS, None).await;
+        server.time_out(Method::PATCH, SVC).await;
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(error.metric_label(), "ApiUnreachable");
+    assert_eq!(failures(&ctx, "ApiUnreachable"), 1);
+}
+
+#[tokio::test]
+async fn a_forbidden_secret_counts_forbidden_and_says_which_secret_in_the_error() {
+    let (ctx, kafka, mut server) = setup(all_topics());
+    let mut s = settled_shard();
+    s.spec.kafka.credentials_secret = Some(gameshard_crds::SecretRef { name: "creds".into() });
+    let error = reconcile_failing(s, Arc::clone(&ctx), async move {
+        server.fail(Method::GET, "/api/v1/namespaces/game/secrets/creds", 403, "Forbidden").await;
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(error.metric_label(), "Forbidden");
+    assert_eq!(failures(&ctx, "Forbidden"), 1);
+    assert_eq!(*kafka.calls.lock().unwrap(), 0, "Kafka is not asked without its credentials");
 }
