@@ -50,7 +50,9 @@ pub mod condition {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.replicas.min <= self.replicas.max").message("replicas.min must not exceed replicas.max"))]
-#[x_kube(validation = Rule::new("!has(self.partitions) || self.replicas.max <= self.partitions").message("replicas.max must not exceed partitions: a pod without a partition serves nothing"))]
+// On `min`, not `max`: `max` defaults to 64, and the operator never runs more pods than
+// partitions anyway, so only a minimum above the partitions asks for the impossible.
+#[x_kube(validation = Rule::new("!has(self.partitions) || self.replicas.min <= self.partitions").message("replicas.min must not exceed partitions: a pod without a partition serves nothing"))]
 #[serde(rename_all = "camelCase")]
 pub struct GameShardSpec {
     /// The Kafka cluster and the zone's topics.
@@ -139,7 +141,7 @@ pub struct ReplicaBounds {
     #[serde(default = "one")]
     #[schemars(range(min = 1))]
     pub min: i32,
-    /// Most pods; at most the partition count.
+    /// Most pods; the operator never runs more than the partition count.
     #[serde(default = "default_max_replicas")]
     #[schemars(range(min = 1))]
     pub max: i32,
