@@ -1,8 +1,14 @@
 //! Real components started by tests and benchmarks on loopback: a Kafka-compatible broker
-//! (tansu) and data-plane processes.
+//! (tansu), data-plane processes, and a Kubernetes control plane with a node agent.
 
+pub mod binary;
 pub mod broker;
+pub mod controlplane;
 pub mod dataplane;
+pub mod helm;
 pub mod kafka;
+pub mod nodeagent;
+pub mod operator;
 pub mod tools;
+pub mod watchdog;
 pub mod zone;
