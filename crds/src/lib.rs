@@ -115,6 +115,13 @@ pub struct KafkaSpec {
     /// with one partition when absent.
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
     pub control_topic: Option<String>,
+    /// How updates are framed on the output topic: `Entity` (default) writes one record
+    /// per changed entity, keyed `player:<id>` or `item:<id>`, for a compacted topic;
+    /// `Batch` writes the NDJSON of many updates of one partition in one record (key
+    /// absent, header `gameshard-framing: batch`), so the output record rate does not
+    /// multiply the input's.
+    #[serde(default)]
+    pub output_framing: OutputFraming,
     /// Extra librdkafka settings for every client of the shard (tuning; use
     /// `credentialsSecret` for secrets).
     #[serde(default)]
@@ -124,6 +131,28 @@ pub struct KafkaSpec {
     /// `ssl.ca.pem`). Mounted read-only into the data-plane pods and read by the
     /// operator for its own topic administration.
     pub credentials_secret: Option<SecretRef>,
+}
+
+/// Output framings (the data plane's `--output-framing`).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum OutputFraming {
+    /// One record per changed entity.
+    #[default]
+    Entity,
+    /// One record per run of updates of one partition, as NDJSON.
+    Batch,
+}
+
+impl OutputFraming {
+    /// The value of the data plane's `--output-framing` flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            OutputFraming::Entity => "entity",
+            OutputFraming::Batch => "batch",
+        }
+    }
 }
 
 /// A reference to a Secret in the same namespace.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, Parser, ValueEnum};
 
 /// Settings that librdkafka must not take from `--kafka`, because the data plane sets
 /// them itself and its guarantees rest on them.
@@ -91,6 +91,21 @@ pub struct Args {
     /// Seconds a drain (SIGTERM) may take before the data plane gives up and exits 1.
     #[arg(long, env = "GAMESHARD_DRAIN_TIMEOUT_SECS", value_name = "S", default_value_t = 20)]
     pub drain_timeout_secs: u64,
+    /// How updates are framed on the output topic: `entity`, one record per changed
+    /// entity (for a compacted topic), or `batch`, the NDJSON of many updates of one
+    /// partition in one record.
+    #[arg(long, env = "GAMESHARD_OUTPUT_FRAMING", value_name = "FRAMING", value_enum, default_value_t = OutputFraming::Entity)]
+    pub output_framing: OutputFraming,
+}
+
+/// How updates are framed on the output topic (SPEC section 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFraming {
+    /// One record per update, keyed `player:<id>` or `item:<id>`.
+    #[default]
+    Entity,
+    /// One record holds many updates of one input partition as NDJSON, without a key.
+    Batch,
 }
 
 impl Args {
@@ -321,6 +336,9 @@ mod tests {
         assert_eq!(args.metrics_addr, "0.0.0.0:9100".parse().unwrap());
         assert_eq!(args.pin_core, Some(1));
         assert!(args.dlq_topic.is_none());
+        assert_eq!(args.output_framing, OutputFraming::Entity);
+        let batch = run(&["--partitions", "0", "--output-framing", "batch"]).unwrap();
+        assert_eq!(batch.output_framing, OutputFraming::Batch);
     }
 
     #[test]
@@ -368,6 +386,7 @@ mod tests {
             (&["--partitions", "0", "--pin-core", "-1"], "--pin-core"),
             (&["--partitions", "0", "--snapshot-every-records", "0"], "--snapshot-every-records"),
             (&["--partitions", "0", "--bogus"], "--bogus"),
+            (&["--partitions", "0", "--output-framing", "lines"], "--output-framing"),
         ];
         for (extra, flag) in cases {
             let message = error(extra);

@@ -110,6 +110,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         dead_letters: args.dlq_topic.clone(),
         snapshots: args.snapshot_topic.clone(),
         chunk_bytes: args.snapshot_chunk_kb as usize * 1024,
+        framing: args.output_framing,
     };
     let drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     let sink = KafkaSink::new(

@@ -51,6 +51,22 @@ pub trait World: Send + 'static {
     /// Appends the whole state, in a form [`World::restore`] reads back, to `out`.
     fn snapshot(&self, out: &mut Vec<u8>);
 
+    /// Starts a snapshot of the state as it is now, to be written in slices by
+    /// [`World::snapshot_continue`] while [`World::apply`] goes on: the slices together
+    /// are the bytes [`World::snapshot`] would have written at this call. Starting
+    /// again abandons a snapshot in progress.
+    ///
+    /// This lets a pipeline snapshot a large partition at a record boundary without
+    /// stopping it: the state machine applies the next batches between slices, and the
+    /// world keeps what those batches overwrite until the slice that needs it is out.
+    fn snapshot_begin(&mut self);
+
+    /// Appends the next slice of the snapshot begun by [`World::snapshot_begin`] to
+    /// `out`, stopping once about `budget` bytes were added; returns `true` when the
+    /// snapshot is complete (and then ends it). Without a snapshot begun, appends
+    /// nothing and returns `true`.
+    fn snapshot_continue(&mut self, out: &mut Vec<u8>, budget: usize) -> bool;
+
     /// Replaces the whole state with the one `bytes` (from [`World::snapshot`]) holds.
     /// On error the world is left empty.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError>;

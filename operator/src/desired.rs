@@ -119,6 +119,8 @@ pub fn dataplane_args(shard: &GameShard) -> Vec<String> {
         format!("0.0.0.0:{ADMIN_PORT}"),
         "--latency-target-ms".to_owned(),
         spec.latency.p99_target_ms.to_string(),
+        "--output-framing".to_owned(),
+        k.output_framing.flag().to_owned(),
     ];
     if let Some(dlq) = &k.dead_letter_topic {
         args.extend(["--dlq-topic".to_owned(), dlq.clone()]);

@@ -23,12 +23,19 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::ClientHealth;
 use super::snapshots::{self, CHUNK_HEADER, CHUNK_KEY, ID_HEADER, MANIFEST_KEY, Manifest};
 use crate::admin::Health;
+use crate::cli::OutputFraming;
 use crate::clock;
 use crate::metrics::Metrics;
 use crate::sink::{Progress, Sink};
 
 /// How often acknowledged offsets are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+/// Largest value of a `batch`-framed output record (SPEC section 4).
+pub const MAX_BATCH_RECORD_BYTES: usize = 1024 * 1024;
+
+/// Header that marks a `batch`-framed output record, and its value.
+pub const FRAMING_HEADER: (&str, &str) = ("gameshard-framing", "batch");
 
 /// Delivery opaque kinds, in the low two bits; the rest is a ticket or snapshot id.
 const BATCH: usize = 0;
@@ -48,6 +55,8 @@ pub struct Topics {
     pub snapshots: Option<String>,
     /// Largest snapshot chunk, in bytes.
     pub chunk_bytes: usize,
+    /// How updates are framed on the output topic.
+    pub framing: OutputFraming,
 }
 
 /// A batch's records in flight.
@@ -144,6 +153,10 @@ pub struct KafkaSink {
     out: Output,
     /// Snapshots of the batch being handed over, to be closed into its ticket.
     pending: Vec<Manifest>,
+    /// With the `batch` framing: the NDJSON not yet sent, per input partition, and the
+    /// partitions that have some. The buffers keep their capacity.
+    lines: Vec<Vec<u8>>,
+    lines_pending: Vec<u32>,
 }
 
 /// Everything of the sink but the topic names, which records borrow while it sends.
@@ -203,7 +216,30 @@ impl KafkaSink {
             drain_timeout,
             failed: false,
         };
-        Ok(Self { topics, out, pending: Vec::new() })
+        let lines = match topics.framing {
+            OutputFraming::Entity => Vec::new(),
+            OutputFraming::Batch => (0..partitions).map(|_| Vec::new()).collect(),
+        };
+        Ok(Self { topics, out, pending: Vec::new(), lines, lines_pending: Vec::new() })
+    }
+
+    /// Sends the NDJSON gathered for `partition` as one `batch`-framed record.
+    fn send_lines(&mut self, partition: u32) {
+        let Some(lines) = self.lines.get_mut(partition as usize) else { return };
+        if lines.is_empty() {
+            return;
+        }
+        // The header list is librdkafka's own; it takes it over with the record.
+        let headers = OwnedHeaders::new_with_capacity(1)
+            .insert(Header { key: FRAMING_HEADER.0, value: Some(FRAMING_HEADER.1) });
+        let record =
+            BaseRecord::with_opaque_to(&self.topics.output, opaque(BATCH, self.out.ticket))
+                .partition(partition as i32)
+                .payload(&lines[..])
+                .headers(headers);
+        self.out.send(record);
+        // librdkafka copied the value: the buffer is free again.
+        lines.clear();
     }
 
     /// Whether a record could not be delivered, so the data plane stopped.
@@ -375,6 +411,21 @@ impl Output {
 
 impl Sink for KafkaSink {
     fn update(&mut self, src: &RecordMeta, key: &[u8], value: &[u8]) {
+        if self.topics.framing == OutputFraming::Batch {
+            // One buffer per input partition: an owned partition always has one.
+            let partition = src.partition;
+            let held = self.lines[partition as usize].len();
+            if held == 0 {
+                self.lines_pending.push(partition);
+            } else if held + value.len() + 1 > MAX_BATCH_RECORD_BYTES {
+                // Still pending: what follows goes into the next record.
+                self.send_lines(partition);
+            }
+            let lines = &mut self.lines[partition as usize];
+            lines.extend_from_slice(value);
+            lines.push(b'\n');
+            return;
+        }
         let record =
             BaseRecord::with_opaque_to(&self.topics.output, opaque(BATCH, self.out.ticket))
                 .partition(src.partition as i32)
@@ -434,6 +485,13 @@ impl Sink for KafkaSink {
     }
 
     fn end_batch(&mut self, progress: &[Progress], _now_ns: u64) {
+        // A batch's updates leave in its own records, so its ticket counts them.
+        let mut pending = std::mem::take(&mut self.lines_pending);
+        for &partition in &pending {
+            self.send_lines(partition);
+        }
+        pending.clear();
+        self.lines_pending = pending;
         let snapshots = std::mem::take(&mut self.pending);
         self.out.close(progress, snapshots);
         self.out.producer.poll(Duration::ZERO);

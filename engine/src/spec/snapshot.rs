@@ -18,25 +18,38 @@ pub(super) fn write(world: &SpecWorld, out: &mut Vec<u8>) {
     let players = world.players.rows();
     let items = world.items.rows();
     out.reserve(14 + players.len() * 96 + items.len() * 24);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(players.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    write_header(out, players.len() as u32, items.len() as u32);
     for (id, p) in players {
-        write_id(out, id);
-        for v in [p.x, p.y, p.z, p.yaw, p.pitch] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [p.seq, p.score, p.loot] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.push(p.hp);
-        out.push(u8::from(p.alive));
+        write_player(out, id, p);
     }
     for (id, item) in items {
-        write_id(out, id);
-        out.extend_from_slice(&item.claimed_by.to_le_bytes());
+        write_item(out, id, item.claimed_by);
     }
+}
+
+/// The header: magic, version and the counts that follow.
+pub(super) fn write_header(out: &mut Vec<u8>, players: u32, items: u32) {
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&players.to_le_bytes());
+    out.extend_from_slice(&items.to_le_bytes());
+}
+
+pub(super) fn write_player(out: &mut Vec<u8>, id: &[u8], p: &PlayerState) {
+    write_id(out, id);
+    for v in [p.x, p.y, p.z, p.yaw, p.pitch] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [p.seq, p.score, p.loot] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.push(p.hp);
+    out.push(u8::from(p.alive));
+}
+
+pub(super) fn write_item(out: &mut Vec<u8>, id: &[u8], claimed_by: u32) {
+    write_id(out, id);
+    out.extend_from_slice(&claimed_by.to_le_bytes());
 }
 
 fn write_id(out: &mut Vec<u8>, id: &[u8]) {

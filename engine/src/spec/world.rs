@@ -65,6 +65,30 @@ pub struct SpecWorld {
     pub(super) players: Table<PlayerState>,
     pub(super) items: Table<Item>,
     dirty: Vec<Dirty>,
+    capture: Capture,
+}
+
+/// A snapshot being written in slices while events go on being applied.
+///
+/// Rows never move and ids never change, so the snapshot point is the number of rows of
+/// each table then; rows added later are left out. Items never change once claimed.
+/// A player row not written yet keeps its state at the snapshot point in `kept` the
+/// first time an event changes it, and the slice that reaches it writes that.
+#[derive(Default)]
+struct Capture {
+    active: bool,
+    header_written: bool,
+    /// Rows at the snapshot point.
+    players: u32,
+    items: u32,
+    /// Next row to write.
+    next_player: u32,
+    next_item: u32,
+    /// Per player row below `players`: 0 while it is as it was at the snapshot point,
+    /// else 1 + the index of its state then in `kept`. Both keep their capacity from
+    /// one snapshot to the next.
+    kept_at: Vec<u32>,
+    kept: Vec<PlayerState>,
 }
 
 impl SpecWorld {
@@ -101,6 +125,22 @@ impl SpecWorld {
         self.items.reserve(items, items * id_bytes);
     }
 
+    /// Player row `row`, to be changed: keeps its state first if a snapshot in progress
+    /// has not written it yet.
+    #[inline]
+    fn player_mut(&mut self, row: u32) -> &mut PlayerState {
+        let Self { players, capture: c, .. } = self;
+        let value = &mut players.row_mut(row).value;
+        if c.active && row >= c.next_player && row < c.players {
+            let at = &mut c.kept_at[row as usize];
+            if *at == 0 {
+                c.kept.push(*value);
+                *at = c.kept.len() as u32;
+            }
+        }
+        value
+    }
+
     /// Records that `entity` changed because of record `src`.
     #[inline]
     fn touch(&mut self, entity: Entity, src: &RecordMeta) {
@@ -128,15 +168,15 @@ impl SpecWorld {
         if t == p {
             return Self::rejected(Reject::SelfTarget);
         }
-        let target = &mut self.players.row_mut(t).value;
-        if !target.alive {
+        if !self.players.row(t).value.alive {
             return Self::rejected(Reject::TargetDead);
         }
+        let target = self.player_mut(t);
         target.hp = target.hp.saturating_sub(damage);
         let killed = target.hp == 0;
         if killed {
             target.alive = false;
-            let player = &mut self.players.row_mut(p).value;
+            let player = self.player_mut(p);
             player.score = player.score.saturating_add(1);
         }
         self.touch(Entity::Player(t), src);
@@ -150,7 +190,7 @@ impl SpecWorld {
         }
         let row = self.items.insert(item, Item { claimed_by: p });
         self.touch(Entity::Item(row), src);
-        let player = &mut self.players.row_mut(p).value;
+        let player = self.player_mut(p);
         player.loot = player.loot.saturating_add(1);
         Outcome::Applied
     }
@@ -180,10 +220,10 @@ impl World for SpecWorld {
             self.touch(Entity::Player(p), src);
             return Outcome::Applied;
         };
-        let player = &mut self.players.row_mut(p).value;
-        if event.seq <= player.seq {
+        if event.seq <= self.players.row(p).value.seq {
             return Self::rejected(Reject::StaleSeq);
         }
+        let player = self.player_mut(p);
         player.seq = event.seq;
         let outcome = match event.action {
             Action::Spawn { pos: [x, y, z] } => {
@@ -237,7 +277,55 @@ impl World for SpecWorld {
         super::snapshot::write(self, out);
     }
 
+    fn snapshot_begin(&mut self) {
+        let c = &mut self.capture;
+        c.active = true;
+        c.header_written = false;
+        c.players = self.players.len() as u32;
+        c.items = self.items.len() as u32;
+        c.next_player = 0;
+        c.next_item = 0;
+        c.kept_at.clear();
+        c.kept_at.resize(c.players as usize, 0);
+        c.kept.clear();
+    }
+
+    fn snapshot_continue(&mut self, out: &mut Vec<u8>, budget: usize) -> bool {
+        let Self { players, items, capture: c, .. } = self;
+        if !c.active {
+            return true;
+        }
+        let start = out.len();
+        if !c.header_written {
+            super::snapshot::write_header(out, c.players, c.items);
+            c.header_written = true;
+        }
+        while c.next_player < c.players {
+            if out.len() - start >= budget {
+                return false;
+            }
+            let row = c.next_player;
+            let state = match c.kept_at[row as usize] {
+                0 => &players.row(row).value,
+                kept => &c.kept[kept as usize - 1],
+            };
+            super::snapshot::write_player(out, players.key(row), state);
+            c.next_player += 1;
+        }
+        while c.next_item < c.items {
+            if out.len() - start >= budget {
+                return false;
+            }
+            let row = c.next_item;
+            super::snapshot::write_item(out, items.key(row), items.row(row).value.claimed_by);
+            c.next_item += 1;
+        }
+        c.active = false;
+        true
+    }
+
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.capture.active = false;
         self.players.clear();
         self.items.clear();
         self.dirty.clear();
