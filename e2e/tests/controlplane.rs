@@ -1,7 +1,7 @@
 //! The operator and the chart on a real Kubernetes control plane (etcd, kube-apiserver,
 //! kube-controller-manager; `gameshard_e2e::harness::controlplane`): the CRD's schema and
 //! CEL rules, the chart's RBAC rendered by real Helm, the operator running as the chart's
-//! ServiceAccount, garbage collection, leader election.
+//! service account, garbage collection, leader election.
 //!
 //! One control plane serves every test here; each test has its own namespaces.
 
@@ -75,7 +75,7 @@ async fn install_chart(
 }
 
 /// The operator as the chart deploys it: its Deployment's arguments and environment,
-/// with a token of the chart's ServiceAccount from the TokenRequest API.
+/// with a token of the chart's service account from the `TokenRequest` API.
 async fn start_operator(
     cp: &ControlPlane,
     admin: &Client,
@@ -243,6 +243,8 @@ async fn the_charts_crd_accepts_the_smallest_shard_and_rejects_each_bad_spec_wit
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+// One scenario: each request of the operator's job, then each refusal.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_service_account_may_do_the_operators_job_and_nothing_else() {
     let Some(cp) = ControlPlane::shared() else { return };
@@ -386,9 +388,11 @@ async fn the_charts_service_account_may_do_the_operators_job_and_nothing_else() 
     assert!(unexpected.is_empty(), "allowed, or not refused with 403: {unexpected:#?}");
 }
 
-/// A tansu broker for the operator's topic administration; `None` when tansu is missing.
+/// A tansu broker (on a `SQLite` file, as the other end-to-end tests use it); `None` when
+/// tansu is missing.
 fn broker() -> Option<Broker> {
-    Broker::start(Storage::Memory).expect("broker")
+    let dir = gameshard_e2e::harness::watchdog::scratch_dir("tansu").expect("scratch folder");
+    Broker::start(Storage::Sqlite(dir.join("tansu.db"))).expect("broker")
 }
 
 /// The example GameShard of examples/, scaled down to this machine, in `namespace` on
@@ -414,6 +418,8 @@ fn example(namespace: &str, bootstrap: &str) -> Value {
     shard
 }
 
+// One scenario, in the order a shard lives: created, changed, paused, deleted.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_reconciles_the_example_rolls_on_change_respects_pause_and_gc_removes_children()
  {
@@ -670,14 +676,42 @@ async fn the_whole_loop_runs_pods_through_the_node_agent_with_exact_updates_and_
     assert!(p99 > 0.0 && p99 < 5000.0, "observed p99 {p99} ms");
     eprintln!("observed p99 {} ({p99} ms)", status.observed_p99.clone().unwrap_or_default());
 
-    eventually("the updates match the model", Duration::from_secs(120), || async {
-        let updates = kafka::read_all(&bootstrap, &output, 4).ok()?;
-        let input_records = kafka::read_all(&bootstrap, &input, 4).ok()?;
-        (gameshard_e2e::verify::fold(&updates).ok()?
-            == gameshard_e2e::verify::expected(&input_records))
-        .then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let updates = kafka::read_all(&bootstrap, &output, 4).expect("updates");
+        let input_records = kafka::read_all(&bootstrap, &input, 4).expect("input");
+        let expected = gameshard_e2e::verify::expected(&input_records);
+        let why = match gameshard_e2e::verify::fold(&updates) {
+            Ok(view) if view == expected => break,
+            Ok(view) => {
+                let wrong: Vec<_> =
+                    expected.iter().filter(|(k, v)| view.get(k) != Some(v)).collect();
+                let example = wrong
+                    .first()
+                    .map(|(k, v)| format!("{k:?}: expected {v}, got {:?}", view.get(k)));
+                format!(
+                    "{} of {} entities differ ({} updates read), e.g. {}",
+                    wrong.len(),
+                    expected.len(),
+                    updates.len(),
+                    example.unwrap_or_default()
+                )
+            }
+            Err(e) => format!("the updates are not valid: {e:#}"),
+        };
+        if Instant::now() > deadline {
+            let mut report = String::new();
+            for (pod, ip) in pods.iter().zip(&ips) {
+                let status = gameshard_e2e::harness::dataplane::get((*ip, 9100).into(), "/status")
+                    .map(|(_, body)| body)
+                    .unwrap_or_default();
+                let log = gameshard_e2e::harness::controlplane::tail(&agent.log(pod), 15);
+                report.push_str(&format!("\n--- {pod} /status: {status}\n{log}"));
+            }
+            panic!("the updates do not match the model within 120 s: {why}{report}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     // Deleting the shard stops its processes through the pods' graceful deletion.
     shards.delete(&name, &DeleteParams::default()).await.expect("deleted");

@@ -38,7 +38,7 @@ pub const CONTROLPLANE_BUILD: &str = "scripts/controlplane (scripts/setup runs i
 /// How long a start may take before it counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The service network the API server allocates ClusterIPs from (never routed here).
+/// The service network the API server allocates cluster IPs from (never routed here).
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 
 /// The issuer of service-account tokens.
@@ -353,7 +353,7 @@ impl ControlPlane {
         Ok(name)
     }
 
-    /// A token for ServiceAccount `namespace/name` from the TokenRequest API, valid for
+    /// A token for the service account `namespace/name` from the `TokenRequest` API, valid for
     /// an hour.
     pub async fn service_account_token(
         &self,
@@ -377,8 +377,8 @@ impl ControlPlane {
         Ok(answer.status.context("the TokenRequest has no status")?.token)
     }
 
-    /// A kubeconfig (written under the scratch folder) and a client for ServiceAccount
-    /// `namespace/name`, with a token from the TokenRequest API.
+    /// A kubeconfig (written under the scratch folder) and a client for the service
+    /// account `namespace/name`, with a token from the `TokenRequest` API.
     pub async fn service_account(
         &self,
         admin: &Client,
@@ -418,10 +418,14 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// 32 hex digits from the kernel's random source.
 fn random_token() -> anyhow::Result<String> {
+    use std::fmt::Write as _;
     use std::io::Read as _;
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
 }
 
 /// The keys and certificates of one control plane, made with openssl.

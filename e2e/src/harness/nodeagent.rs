@@ -5,7 +5,7 @@
 //! lifecycle controller leaves it Ready), binds each pending pod of its namespace to that
 //! node through the `binding` subresource, and starts the pod's one container as a
 //! process of a given binary with the container's arguments and environment: downward-API
-//! fields, resource fields, Secret and ConfigMap keys resolved, and `$(VAR)` expanded
+//! fields, resource fields, `Secret` and `ConfigMap` keys resolved, and `$(VAR)` expanded
 //! the way the kubelet does. It reports the pod's phase, IP, container status and its
 //! `Ready` condition from the container's HTTP readiness probe, restarts a process that
 //! exits (`restartPolicy: Always`), and, when the pod is deleted, sends SIGTERM, kills
@@ -582,13 +582,12 @@ pub fn expand(text: &str, env: &[(String, String)]) -> String {
             && let Some(close) = tail.find(')')
         {
             let name = &tail[..close];
-            match env.iter().rev().find(|(k, _)| k == name) {
-                Some((_, value)) => out.push_str(value),
-                None => {
-                    out.push_str("$(");
-                    out.push_str(name);
-                    out.push(')');
-                }
+            if let Some((_, value)) = env.iter().rev().find(|(k, _)| k == name) {
+                out.push_str(value);
+            } else {
+                out.push_str("$(");
+                out.push_str(name);
+                out.push(')');
             }
             rest = &tail[close + 1..];
         } else {
