@@ -381,7 +381,10 @@ mod tests {
     fn a_move_completes_on_the_new_owners_acquisition_and_fences_the_old_one() {
         let m = Move { partition: 1, from: "a".into(), to: "b".into(), epoch: 5 };
         let mut log = ShardLog::default();
-        log.apply("zone", Message::Assignment(assignment(5, &[("b", &[0, 1])], &[m.clone()])));
+        log.apply(
+            "zone",
+            Message::Assignment(assignment(5, &[("b", &[0, 1])], std::slice::from_ref(&m))),
+        );
         assert!(log.release_of(&m).is_none());
         assert!(!log.completed(&m));
         assert!(!log.fenced(1, "a", 5));
@@ -419,7 +422,7 @@ mod tests {
     #[test]
     fn a_pods_partitions_are_sorted_and_moves_are_found_by_partition() {
         let m = Move { partition: 3, from: "a".into(), to: "b".into(), epoch: 2 };
-        let a = assignment(2, &[("a", &[2, 0]), ("b", &[3, 1])], &[m.clone()]);
+        let a = assignment(2, &[("a", &[2, 0]), ("b", &[3, 1])], std::slice::from_ref(&m));
         assert_eq!(a.partitions_of("a"), [0, 2]);
         assert_eq!(a.partitions_of("nobody"), Vec::<u32>::new());
         assert_eq!(a.move_of(3), Some(&m));

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PartitionState};
 
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -184,6 +184,8 @@ struct Status<'a> {
 #[derive(Serialize)]
 struct PartitionStatus {
     partition: usize,
+    state: PartitionState,
+    epoch: u64,
     processed: Option<i64>,
     committed: Option<i64>,
     snapshot: Option<i64>,
@@ -196,9 +198,11 @@ fn status(metrics: &Metrics, health: &Health) -> String {
         .partitions
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.owned.load(Relaxed))
+        .filter(|(_, p)| p.held())
         .map(|(partition, p)| PartitionStatus {
             partition,
+            state: p.state().0,
+            epoch: p.state().1,
             processed: known(p.processed.load(Relaxed)),
             committed: known(p.committed.load(Relaxed)),
             snapshot: known(p.snapshot.load(Relaxed)),
@@ -237,7 +241,7 @@ mod tests {
     #[test]
     fn endpoints_answer_with_metrics_probes_and_status() {
         let metrics = Arc::new(Metrics::new("zone-1", 4, &["stale_seq"]));
-        metrics.partitions[1].owned.store(true, Relaxed);
+        metrics.partitions[1].set_state(PartitionState::Owned, 3);
         metrics.partitions[1].processed.store(42, Relaxed);
         metrics.applied.fetch_add(3, Relaxed);
         let health = Arc::new(Health::default());
@@ -268,6 +272,8 @@ mod tests {
         assert_eq!(status["events"], 3);
         assert_eq!(status["partitions"][0]["partition"], 1);
         assert_eq!(status["partitions"][0]["processed"], 42);
+        assert_eq!(status["partitions"][0]["state"], "owned");
+        assert_eq!(status["partitions"][0]["epoch"], 3);
         assert!(status["partitions"][0]["committed"].is_null());
 
         assert_eq!(get(addr, "/nope").0, "HTTP/1.1 404 Not Found");

@@ -88,6 +88,10 @@ pub struct Args {
     /// Most events per batch between pipeline threads.
     #[arg(long, env = "GAMESHARD_MAX_BATCH_EVENTS", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch_events: u64,
+    /// Seconds to wait for a partition's former owner to release it before restoring
+    /// its latest snapshot without the release (the former owner crashed).
+    #[arg(long, env = "GAMESHARD_HANDOFF_TIMEOUT_SECS", value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handoff_timeout_secs: u64,
     /// Seconds a drain (SIGTERM) may take before the data plane gives up and exits 1.
     #[arg(long, env = "GAMESHARD_DRAIN_TIMEOUT_SECS", value_name = "S", default_value_t = 20)]
     pub drain_timeout_secs: u64,

@@ -2,19 +2,21 @@
 //! the pipeline together. Every decision lives in the library.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use gameshard_dataplane::admin::{Admin, Health};
-use gameshard_dataplane::affinity;
 use gameshard_dataplane::cli::{self, Args};
-use gameshard_dataplane::kafka::sink::{KafkaSink, Topics};
-use gameshard_dataplane::kafka::source::{self, KafkaSource};
-use gameshard_dataplane::kafka::{ClientHealth, control, setup};
+use gameshard_dataplane::kafka::ownership::{self, Controlled, Mode, Reporting};
+use gameshard_dataplane::kafka::restore::Restorer;
+use gameshard_dataplane::kafka::sink::{Clients, KafkaSink, Topics};
+use gameshard_dataplane::kafka::source::KafkaSource;
+use gameshard_dataplane::kafka::{ClientHealth, setup};
 use gameshard_dataplane::metrics::Metrics;
-use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
+use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy, SnapshotSizes};
+use gameshard_dataplane::{affinity, clock};
 use gameshard_engine::World;
 use gameshard_engine::spec::{SpecGame, SpecWorld};
 
@@ -58,6 +60,20 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let args = &args;
     let core = affinity::choose_core(args.pin_core).map_err(|e| anyhow!("--pin-core: {e}"))?;
+    let mode = match (&args.partitions, &args.control_topic, &args.pod_id) {
+        (Some(list), _, _) => Mode::Standalone(list.0.clone()),
+        (None, Some(topic), Some(pod)) => Mode::Controlled(Controlled {
+            topic: topic.clone(),
+            shard: args.shard.clone(),
+            pod: pod.clone(),
+            reader: setup::reader(args),
+            producer: setup::control_producer(args),
+            handoff_timeout: Duration::from_secs(args.handoff_timeout_secs),
+        }),
+        _ => {
+            bail!("--partitions: one of --partitions or --control-topic with --pod-id is required")
+        }
+    };
     let input_partitions = setup::check(args)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -72,36 +88,16 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let health = Arc::new(Health::default());
     let _admin = Admin::start(args.metrics_addr, Arc::clone(&metrics), Arc::clone(&health))
         .map_err(|e| anyhow!("--metrics-addr: cannot listen on {}: {e}", args.metrics_addr))?;
-
-    let Some((partitions, _watcher)) = owned_partitions(args, &health, &stop)? else {
-        return Ok(ExitCode::SUCCESS);
-    };
     health.set_not_ready("restoring partitions");
 
-    let started = Instant::now();
-    let restored = source::restore(
-        &SpecGame,
-        &setup::reader(args),
-        args.snapshot_topic.as_deref(),
-        &partitions,
-        &metrics,
-    )?;
-    tracing::info!(
-        partitions = restored.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "partitions restored"
-    );
-    if stop.load(Relaxed) {
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    let running = Arc::new(AtomicBool::new(false));
+    // Set once the first partitions are held: readiness waits for it.
+    let started = Arc::new(AtomicBool::new(false));
     let client = |input: Option<&str>| {
         ClientHealth::new(
             Arc::clone(&health),
             Arc::clone(&metrics),
             input.map(str::to_owned),
-            Arc::clone(&running),
+            Arc::clone(&started),
         )
     };
     let topics = Topics {
@@ -109,31 +105,37 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         output: args.output_topic.clone(),
         dead_letters: args.dlq_topic.clone(),
         snapshots: args.snapshot_topic.clone(),
-        chunk_bytes: args.snapshot_chunk_kb as usize * 1024,
+        control: args.control_topic.clone().zip(args.pod_id.clone()),
+        shard: args.shard.clone(),
         framing: args.output_framing,
+    };
+    let clients = Clients {
+        producer: &setup::producer(args),
+        snapshots: &setup::snapshot_producer(args),
+        committer: &setup::committer(args),
     };
     let drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     let sink = KafkaSink::new(
-        &setup::producer(args),
-        &setup::committer(args),
-        client(None),
+        &clients,
+        &client(None),
         topics,
         Arc::clone(&metrics),
         Arc::clone(&health),
         Arc::clone(&stop),
         drain_timeout,
     )
-    .context("creating the producer")?;
+    .context("creating the producers")?;
+    let (commands, received) = mpsc::channel();
     let epoch = Instant::now();
     let source = KafkaSource::<SpecWorld>::new(
         &setup::consumer(args),
         client(Some(&args.input_topic)),
         &args.input_topic,
-        restored,
+        received,
         epoch,
-        &metrics,
+        Arc::clone(&metrics),
     )
-    .context("assigning the input partitions")?;
+    .context("creating the consumer")?;
 
     let config = Config {
         max_batch_events: args.max_batch_events as usize,
@@ -144,14 +146,33 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             every: args.snapshot_every(),
             ..SnapshotPolicy::default()
         },
+        snapshot_sizes: SnapshotSizes {
+            chunk_bytes: args.snapshot_chunk_kb as usize * 1024,
+            ..SnapshotSizes::default()
+        },
+        // Above every id an earlier process of this shard gave.
+        snapshot_ids_from: u64::try_from(clock::unix_ns() / 1000).unwrap_or(1),
         stop: Arc::clone(&stop),
         ..Config::default()
     }
     .pinned(core)?;
     let pipeline = pipeline::spawn(&SpecGame, source, sink, config, &metrics)?;
-    running.store(true, Relaxed);
-    health.set_ready();
-    tracing::info!(shard = %args.shard, ?partitions, core, "consuming");
+    let restorer = Restorer::new(
+        SpecGame,
+        &setup::reader(args),
+        args.snapshot_topic.clone(),
+        args.input_topic.clone(),
+        Arc::clone(&metrics),
+    )
+    .context("creating the snapshot reader")?;
+    let reporting = Reporting {
+        metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
+        started: Arc::clone(&started),
+        stop: Arc::clone(&stop),
+    };
+    let _ownership = ownership::spawn(mode, restorer, commands, reporting)?;
+    tracing::info!(shard = %args.shard, core, "consuming");
 
     let (_source, sink) = pipeline.join()?;
     if sink.failed() {
@@ -162,43 +183,4 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("drained");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Owned partitions, and the thread watching for a new assignment if there is one.
-type Ownership = (Vec<u32>, Option<std::thread::JoinHandle<()>>);
-
-/// The partitions this data plane owns: the `--partitions` list, or what the operator's
-/// assignment gives `--pod-id` (then with the thread that watches for a new one). `None`
-/// when a signal came while waiting for an assignment.
-fn owned_partitions(
-    args: &Args,
-    health: &Health,
-    stop: &Arc<AtomicBool>,
-) -> anyhow::Result<Option<Ownership>> {
-    Ok(Some(match (&args.partitions, &args.control_topic, &args.pod_id) {
-        (Some(list), _, _) => (list.0.clone(), None),
-        (None, Some(topic), Some(pod)) => {
-            health.set_not_ready("reading the partition assignment");
-            let Some((assignment, next)) =
-                control::wait(&setup::reader(args), topic, &args.shard, health, stop)?
-            else {
-                return Ok(None);
-            };
-            health.epoch.store(u64::try_from(assignment.epoch).unwrap_or(0), Relaxed);
-            let mine = assignment.partitions_of(pod);
-            tracing::info!(epoch = assignment.epoch, partitions = ?mine, "following the operator's assignment");
-            let watcher = control::watch(
-                &setup::reader(args),
-                topic,
-                args.shard.clone(),
-                pod.clone(),
-                (assignment, next),
-                Arc::clone(stop),
-            )?;
-            (mine, Some(watcher))
-        }
-        _ => {
-            bail!("--partitions: one of --partitions or --control-topic with --pod-id is required")
-        }
-    }))
 }

@@ -6,7 +6,7 @@
 //! lock and touches no shared cache line per event.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 
 /// Upper bounds of the latency buckets, in seconds: fine from 50 µs to 2 ms, where
 /// targets sit, then coarser up to 1 s.
@@ -16,43 +16,35 @@ pub const LATENCY_BUCKETS: [f64; 32] = [
     0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
 ];
 
-const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
-
-/// [`LATENCY_BUCKETS`] in nanoseconds, for comparisons without floating point.
-const BOUNDS_NS: [u64; LATENCY_BUCKETS.len()] = {
-    let mut ns = [0; LATENCY_BUCKETS.len()];
-    let mut i = 0;
-    while i < ns.len() {
-        ns[i] = (LATENCY_BUCKETS[i] * 1e9 + 0.5) as u64;
-        i += 1;
-    }
-    ns
-};
+/// Upper bounds of the handoff-duration buckets, in seconds: a handoff pauses one
+/// partition for tens to hundreds of milliseconds, or for the handoff timeout when the
+/// former owner is gone.
+pub const HANDOFF_BUCKETS: [f64; 14] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
 
 /// A fixed-bucket histogram of durations.
 pub struct Histogram {
+    /// Upper bounds in seconds, for rendering.
+    bounds: &'static [f64],
+    /// The same in nanoseconds, for comparisons without floating point.
+    bounds_ns: Box<[u64]>,
     /// Per-bucket (not cumulative) counts; the last bucket is `+Inf`.
-    buckets: [AtomicU64; BUCKETS],
+    buckets: Box<[AtomicU64]>,
     sum_ns: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_ns: AtomicU64::new(0) }
+        Self::new(&LATENCY_BUCKETS)
     }
 }
 
 /// A thread's private histogram, added into a shared [`Histogram`] once per batch.
 #[derive(Clone)]
 pub struct LocalHistogram {
-    buckets: [u64; BUCKETS],
+    bounds_ns: Box<[u64]>,
+    buckets: Box<[u64]>,
     sum_ns: u64,
-}
-
-impl Default for LocalHistogram {
-    fn default() -> Self {
-        Self { buckets: [0; BUCKETS], sum_ns: 0 }
-    }
 }
 
 impl LocalHistogram {
@@ -65,12 +57,13 @@ impl LocalHistogram {
     /// Records `n` observations of the same duration.
     #[inline]
     pub fn observe_n(&mut self, ns: u64, n: u64) {
-        let bucket = BOUNDS_NS.partition_point(|&bound| bound < ns);
+        let bucket = self.bounds_ns.partition_point(|&bound| bound < ns);
         self.buckets[bucket] += n;
         self.sum_ns = self.sum_ns.wrapping_add(ns.wrapping_mul(n));
     }
 
-    /// Adds everything recorded into `shared` and starts over.
+    /// Adds everything recorded into `shared` (made with the same bounds) and starts
+    /// over.
     pub fn flush_into(&mut self, shared: &Histogram) {
         for (local, shared) in self.buckets.iter_mut().zip(&shared.buckets) {
             if *local != 0 {
@@ -84,6 +77,32 @@ impl LocalHistogram {
 }
 
 impl Histogram {
+    /// An empty histogram with these upper bounds, in seconds, ascending.
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            bounds_ns: bounds.iter().map(|s| (s * 1e9 + 0.5) as u64).collect(),
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// A thread-local histogram with the same bounds, to flush into this one.
+    pub fn local(&self) -> LocalHistogram {
+        LocalHistogram {
+            bounds_ns: self.bounds_ns.clone(),
+            buckets: vec![0; self.buckets.len()].into_boxed_slice(),
+            sum_ns: 0,
+        }
+    }
+
+    /// Records one duration directly, for rare events.
+    pub fn observe_ns(&self, ns: u64) {
+        let bucket = self.bounds_ns.partition_point(|&bound| bound < ns);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Relaxed)).sum()
@@ -103,17 +122,47 @@ impl Histogram {
         for (i, c) in counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Some(LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
+                return Some(self.bounds.get(i).copied().unwrap_or(f64::INFINITY));
             }
         }
         Some(f64::INFINITY)
     }
 }
 
+/// Where a partition stands on this data plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum PartitionState {
+    /// Not this data plane's.
+    Unowned = 0,
+    /// Being taken: waiting for the former owner's release, or restoring its snapshot.
+    Restoring = 1,
+    /// Served.
+    Owned = 2,
+    /// Being given up: its last snapshot and commit are on their way.
+    Releasing = 3,
+}
+
+impl PartitionState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Restoring,
+            2 => Self::Owned,
+            3 => Self::Releasing,
+            _ => Self::Unowned,
+        }
+    }
+}
+
 /// Offsets and timings of one input partition.
 pub struct PartitionStats {
-    /// Whether this data plane owns the partition now.
-    pub owned: AtomicBool,
+    /// A [`PartitionState`].
+    state: AtomicU8,
+    /// The assignment epoch of the state.
+    epoch: AtomicU64,
+    /// Input records found deleted (by retention) before they were processed.
+    pub gap_records: AtomicU64,
     /// Next offset to process (one past the last processed record); -1 when unknown.
     pub processed: AtomicI64,
     /// Next offset committed to the consumer group; -1 when unknown.
@@ -129,7 +178,9 @@ pub struct PartitionStats {
 impl Default for PartitionStats {
     fn default() -> Self {
         Self {
-            owned: AtomicBool::new(false),
+            state: AtomicU8::new(PartitionState::Unowned as u8),
+            epoch: AtomicU64::new(0),
+            gap_records: AtomicU64::new(0),
             processed: AtomicI64::new(-1),
             committed: AtomicI64::new(-1),
             snapshot: AtomicI64::new(-1),
@@ -140,6 +191,22 @@ impl Default for PartitionStats {
 }
 
 impl PartitionStats {
+    /// Where the partition stands, and under which epoch.
+    pub fn state(&self) -> (PartitionState, u64) {
+        (PartitionState::from_u8(self.state.load(Relaxed)), self.epoch.load(Relaxed))
+    }
+
+    /// Moves the partition to `state` under `epoch`.
+    pub fn set_state(&self, state: PartitionState, epoch: u64) {
+        self.epoch.store(epoch, Relaxed);
+        self.state.store(state as u8, Relaxed);
+    }
+
+    /// Whether the data plane holds the partition in any way.
+    pub fn held(&self) -> bool {
+        self.state().0 != PartitionState::Unowned
+    }
+
     /// Records not yet processed, when both ends are known.
     pub fn lag(&self) -> Option<i64> {
         let (high, done) = (self.high_watermark.load(Relaxed), self.processed.load(Relaxed));
@@ -180,6 +247,8 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Record read by the IO thread to update handed to the producer (publisher thread).
     pub pipeline_latency: Histogram,
+    /// A partition's release on its former owner to its first record processed here.
+    pub handoff_duration: Histogram,
     /// Batches in the IO to state-machine queue.
     pub queue_depth: AtomicU64,
     /// Per input partition, indexed by partition number.
@@ -205,6 +274,7 @@ impl Metrics {
             dead_letters: AtomicU64::new(0),
             latency: Histogram::default(),
             pipeline_latency: Histogram::default(),
+            handoff_duration: Histogram::new(&HANDOFF_BUCKETS),
             queue_depth: AtomicU64::new(0),
             partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
             latency_target: None,
@@ -236,9 +306,9 @@ impl Metrics {
         self.partitions.get(p as usize)
     }
 
-    /// Number of partitions owned now.
+    /// Number of partitions served now.
     pub fn owned_partitions(&self) -> usize {
-        self.partitions.iter().filter(|p| p.owned.load(Relaxed)).count()
+        self.partitions.iter().filter(|p| p.state().0 == PartitionState::Owned).count()
     }
 
     /// Events of every outcome so far.
@@ -250,6 +320,7 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text exposition format, with `now_unix_ms`
     /// as the reference for ages.
+    #[allow(clippy::too_many_lines)] // one block per metric family, in page order
     pub fn render(&self, now_unix_ms: i64) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let shard = escape_label(&self.shard);
@@ -292,6 +363,15 @@ impl Metrics {
             &shard,
             &self.pipeline_latency,
         );
+        histogram(
+            w,
+            "gameshard_handoff_duration_seconds",
+            "A partition's release on its former owner to its first record processed on this one.",
+            &shard,
+            &self.handoff_duration,
+        );
+
+        self.gaps(w, &shard);
 
         for (name, help, v) in [
             ("gameshard_records_total", "Input records read.", &self.records),
@@ -354,8 +434,28 @@ impl Metrics {
         out
     }
 
-    fn owned(&self) -> impl Iterator<Item = (usize, &PartitionStats)> {
-        self.partitions.iter().enumerate().filter(|(_, s)| s.owned.load(Relaxed))
+    /// The partitions the data plane holds in any way.
+    pub fn held(&self) -> impl Iterator<Item = (usize, &PartitionStats)> {
+        self.partitions.iter().enumerate().filter(|(_, s)| s.held())
+    }
+
+    /// Input records lost to retention, per partition held or that lost some.
+    fn gaps(&self, w: &mut String, shard: &str) {
+        family(
+            w,
+            "gameshard_input_gap_records_total",
+            "counter",
+            "Input records deleted (by retention) before this data plane processed them: state is missing their events.",
+        );
+        for (p, stats) in self.partitions.iter().enumerate() {
+            let gap = stats.gap_records.load(Relaxed);
+            if gap > 0 || stats.held() {
+                let _ = writeln!(
+                    w,
+                    "gameshard_input_gap_records_total{{shard=\"{shard}\",partition=\"{p}\"}} {gap}"
+                );
+            }
+        }
     }
 
     /// The latency target and the updates that met it, when the shard has a target.
@@ -383,7 +483,7 @@ impl Metrics {
         value: impl Fn(&PartitionStats) -> Option<f64>,
     ) {
         family(w, name, "gauge", help);
-        for (p, stats) in self.owned() {
+        for (p, stats) in self.held() {
             if let Some(v) = value(stats) {
                 let _ = writeln!(w, "{name}{{shard=\"{shard}\",partition=\"{p}\"}} {v}");
             }
@@ -400,7 +500,7 @@ fn histogram(w: &mut String, name: &str, help: &str, shard: &str, h: &Histogram)
     let mut cumulative = 0;
     for (i, bucket) in h.buckets.iter().enumerate() {
         cumulative += bucket.load(Relaxed);
-        match LATENCY_BUCKETS.get(i) {
+        match h.bounds.get(i) {
             Some(le) => {
                 let _ = writeln!(w, "{name}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}");
             }
@@ -425,18 +525,18 @@ mod tests {
 
     #[test]
     fn observations_land_in_the_first_bucket_at_or_above_them() {
-        let mut local = LocalHistogram::default();
+        let shared = Histogram::default();
+        let mut local = shared.local();
         for ns in [1, 50_000, 50_001, 1_000_000, 2_000_000, 5_000_000_000] {
             local.observe_ns(ns);
         }
-        let shared = Histogram::default();
         local.flush_into(&shared);
         let b = |i: usize| shared.buckets[i].load(Relaxed);
         assert_eq!(b(0), 2, "1 ns and exactly 50 µs are <= 50 µs");
         assert_eq!(b(1), 1, "50.001 µs is in the 75 µs bucket");
         assert_eq!(b(LATENCY_BUCKETS.iter().position(|&x| x == 0.001).unwrap()), 1);
         assert_eq!(b(LATENCY_BUCKETS.iter().position(|&x| x == 0.002).unwrap()), 1);
-        assert_eq!(b(BUCKETS - 1), 1, "5 s is above every bound");
+        assert_eq!(b(LATENCY_BUCKETS.len()), 1, "5 s is above every bound");
         assert_eq!(shared.count(), 6);
         // Flushing twice adds nothing the second time.
         local.flush_into(&shared);
@@ -457,7 +557,7 @@ mod tests {
     fn quantile_bound_reads_the_bucket_of_the_rank() {
         let shared = Histogram::default();
         assert_eq!(shared.quantile_upper_bound(0.99), None);
-        let mut local = LocalHistogram::default();
+        let mut local = shared.local();
         for _ in 0..99 {
             local.observe_ns(100_000);
         }
@@ -474,7 +574,7 @@ mod tests {
             Metrics::new("zone\"1", 4, &["stale_seq", "dead"]).with_latency_target(Some(0.0019));
         m.applied.fetch_add(5, Relaxed);
         m.rejected[1].fetch_add(2, Relaxed);
-        m.partitions[2].owned.store(true, Relaxed);
+        m.partitions[2].set_state(PartitionState::Owned, 1);
         m.partitions[2].high_watermark.store(100, Relaxed);
         m.partitions[2].processed.store(40, Relaxed);
         m.partitions[2].snapshot_unix_ms.store(1_000, Relaxed);

@@ -1,34 +1,57 @@
-//! A bounded queue between two pipeline threads, awaitable from a smol executor and
-//! usable from a plain thread through `smol::future::block_on`.
+//! A bounded queue between pipeline threads, awaitable from a smol executor and usable
+//! from a plain thread.
 //!
 //! Its storage is allocated once: pushing and popping never allocate, and neither does
-//! waiting, because each end parks on one [`AtomicWaker`] slot. The lock is taken once
-//! per batch, never per event.
+//! waiting: a waiter's waker is cloned into a list that keeps its capacity. The lock is
+//! taken once per batch or chunk, never per event. (smol's `async-channel` would do the
+//! same job, but its `event-listener` allocates a listener each time a side waits, which
+//! on the hot path is every time a queue runs empty.)
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use atomic_waker::AtomicWaker;
+/// Waiters a side is expected to have at once: one thread, or the state machine's
+/// applying task and a few snapshot writers.
+const WAITERS: usize = 8;
 
-/// A bounded multi-producer multi-consumer queue; the pipeline uses it with one thread at
-/// each end.
+/// A bounded multi-producer multi-consumer queue.
 pub struct Queue<T> {
     state: Mutex<State<T>>,
     capacity: usize,
     /// Mirror of the queue length, readable without the lock (for the queue-depth gauge).
     len: AtomicUsize,
-    /// Woken when an item arrives or the queue closes.
-    receiver: AtomicWaker,
-    /// Woken when room frees up or the queue closes.
-    sender: AtomicWaker,
 }
 
 struct State<T> {
     items: VecDeque<T>,
     closed: bool,
+    /// Woken when an item arrives or the queue closes.
+    receivers: Vec<Waker>,
+    /// Woken when room frees up or the queue closes.
+    senders: Vec<Waker>,
+}
+
+/// Adds `waker` to `list` unless it is there already.
+fn register(list: &mut Vec<Waker>, waker: &Waker) {
+    if !list.iter().any(|w| w.will_wake(waker)) {
+        list.push(waker.clone());
+    }
+}
+
+fn wake_all(list: &mut Vec<Waker>) {
+    for waker in list.drain(..) {
+        waker.wake();
+    }
+}
+
+/// What a plain thread parks on in [`Queue::recv_blocking`].
+pub struct Waiter {
+    parker: parking::Parker,
+    waker: Waker,
 }
 
 /// Why [`Queue::try_send`] gave the item back.
@@ -45,34 +68,64 @@ impl<T> Queue<T> {
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "a queue needs room for at least one item");
         Self {
-            state: Mutex::new(State { items: VecDeque::with_capacity(capacity), closed: false }),
+            state: Mutex::new(State {
+                items: VecDeque::with_capacity(capacity),
+                closed: false,
+                receivers: Vec::with_capacity(WAITERS),
+                senders: Vec::with_capacity(WAITERS),
+            }),
             capacity,
             len: AtomicUsize::new(0),
-            receiver: AtomicWaker::new(),
-            sender: AtomicWaker::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding this lock cannot leave the deque inconsistent.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pushes `item` if there is room; else gives it back with `register` called on the
+    /// locked sender list.
+    fn push(&self, item: T, waker: Option<&Waker>) -> Result<(), TrySendError<T>> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(TrySendError::Closed(item));
+        }
+        if state.items.len() >= self.capacity {
+            if let Some(waker) = waker {
+                register(&mut state.senders, waker);
+            }
+            return Err(TrySendError::Full(item));
+        }
+        state.items.push_back(item);
+        self.len.store(state.items.len(), Ordering::Relaxed);
+        wake_all(&mut state.receivers);
+        Ok(())
+    }
+
+    /// Pops the oldest item: `Ok(None)` when empty (registering `waker`), `Err(())` when
+    /// empty and closed.
+    fn pop(&self, waker: Option<&Waker>) -> Result<Option<T>, ()> {
+        let mut state = self.lock();
+        match state.items.pop_front() {
+            Some(item) => {
+                self.len.store(state.items.len(), Ordering::Relaxed);
+                wake_all(&mut state.senders);
+                Ok(Some(item))
+            }
+            None if state.closed => Err(()),
+            None => {
+                if let Some(waker) = waker {
+                    register(&mut state.receivers, waker);
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// Pushes `item` if there is room.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        {
-            let mut state = self.lock();
-            if state.closed {
-                return Err(TrySendError::Closed(item));
-            }
-            if state.items.len() >= self.capacity {
-                return Err(TrySendError::Full(item));
-            }
-            state.items.push_back(item);
-            self.len.store(state.items.len(), Ordering::Relaxed);
-        }
-        self.receiver.wake();
-        Ok(())
+        self.push(item, None)
     }
 
     /// Pushes `item`, waiting for room. Gives the item back if the queue is closed.
@@ -82,14 +135,7 @@ impl<T> Queue<T> {
             let Some(value) = item.take() else {
                 return Poll::Ready(Ok(()));
             };
-            match self.try_send(value) {
-                Ok(()) => return Poll::Ready(Ok(())),
-                Err(TrySendError::Closed(v)) => return Poll::Ready(Err(v)),
-                Err(TrySendError::Full(v)) => item = Some(v),
-            }
-            self.sender.register(cx.waker());
-            // Room may have freed up between the attempt and the registration.
-            match self.try_send(item.take().expect("item is still held")) {
+            match self.push(value, Some(cx.waker())) {
                 Ok(()) => Poll::Ready(Ok(())),
                 Err(TrySendError::Closed(v)) => Poll::Ready(Err(v)),
                 Err(TrySendError::Full(v)) => {
@@ -104,25 +150,13 @@ impl<T> Queue<T> {
     /// Pops the oldest item: `Ok(None)` when empty, `Err(())` when empty and closed.
     #[allow(clippy::result_unit_err)]
     pub fn try_recv(&self) -> Result<Option<T>, ()> {
-        let item = {
-            let mut state = self.lock();
-            match state.items.pop_front() {
-                Some(item) => {
-                    self.len.store(state.items.len(), Ordering::Relaxed);
-                    item
-                }
-                None if state.closed => return Err(()),
-                None => return Ok(None),
-            }
-        };
-        self.sender.wake();
-        Ok(Some(item))
+        self.pop(None)
     }
 
     /// Like [`Queue::recv`], but first polls for up to `spin`, yielding the CPU between
     /// polls, before parking.
-    pub async fn recv_spinning(&self, spin: std::time::Duration) -> Option<T> {
-        let start = std::time::Instant::now();
+    pub async fn recv_spinning(&self, spin: Duration) -> Option<T> {
+        let start = Instant::now();
         loop {
             match self.try_recv() {
                 Ok(Some(item)) => return Some(item),
@@ -135,28 +169,52 @@ impl<T> Queue<T> {
 
     /// Pops the oldest item, waiting for one; `None` once the queue is closed and empty.
     pub async fn recv(&self) -> Option<T> {
-        poll_fn(|cx| {
-            match self.try_recv() {
-                Ok(Some(item)) => return Poll::Ready(Some(item)),
-                Err(()) => return Poll::Ready(None),
-                Ok(None) => {}
-            }
-            self.receiver.register(cx.waker());
-            match self.try_recv() {
-                Ok(Some(item)) => Poll::Ready(Some(item)),
-                Err(()) => Poll::Ready(None),
-                Ok(None) => Poll::Pending,
-            }
+        poll_fn(|cx| match self.pop(Some(cx.waker())) {
+            Ok(Some(item)) => Poll::Ready(Some(item)),
+            Err(()) => Poll::Ready(None),
+            Ok(None) => Poll::Pending,
         })
         .await
+    }
+
+    /// A parker and its waker for [`Queue::recv_blocking`], made once per thread.
+    pub fn waiter(&self) -> Waiter {
+        let (parker, unparker) = parking::pair();
+        Waiter { parker, waker: unparker.into() }
+    }
+
+    /// Pops the oldest item on a plain thread, parking until one comes or `timeout`
+    /// passes: `Ok(None)` on the timeout, `Err(())` once the queue is closed and empty.
+    /// Nothing is allocated: `waiter` is made once.
+    #[allow(clippy::result_unit_err)]
+    pub fn recv_blocking(
+        &self,
+        waiter: &Waiter,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>, ()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(item) = self.pop(Some(&waiter.waker))? {
+                return Ok(Some(item));
+            }
+            match deadline {
+                None => waiter.parker.park(),
+                Some(deadline) => {
+                    if !waiter.parker.park_deadline(deadline) {
+                        return self.try_recv();
+                    }
+                }
+            }
+        }
     }
 
     /// Closes the queue: sends fail from now on, and receivers get what is left, then
     /// `None`.
     pub fn close(&self) {
-        self.lock().closed = true;
-        self.receiver.wake();
-        self.sender.wake();
+        let mut state = self.lock();
+        state.closed = true;
+        wake_all(&mut state.receivers);
+        wake_all(&mut state.senders);
     }
 
     /// Items in the queue now.
@@ -225,6 +283,81 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         q.close();
         assert_eq!(receiver.join().unwrap(), (Some(7), None));
+    }
+
+    #[test]
+    fn a_blocking_receiver_wakes_on_send_times_out_and_sees_the_close() {
+        let q = Arc::new(Queue::<u32>::new(2));
+        let waiter = q.waiter();
+        let started = std::time::Instant::now();
+        assert_eq!(q.recv_blocking(&waiter, Some(Duration::from_millis(30))), Ok(None));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        let sender = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                q.try_send(5).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                q.close();
+            })
+        };
+        assert_eq!(q.recv_blocking(&waiter, None), Ok(Some(5)));
+        assert_eq!(q.recv_blocking(&waiter, Some(Duration::from_secs(5))), Err(()));
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn every_waiting_task_on_one_executor_is_woken() {
+        // Two tasks wait for room and two for items on one thread: none is lost.
+        let full = Arc::new(Queue::new(1));
+        full.try_send(0).unwrap();
+        let empty = Arc::new(Queue::<u32>::new(2));
+        let executor = smol::LocalExecutor::new();
+        let senders: Vec<_> = (1..=2)
+            .map(|i| {
+                executor.spawn({
+                    let q = Arc::clone(&full);
+                    async move { q.send(i).await }
+                })
+            })
+            .collect();
+        let receivers: Vec<_> = (0..2)
+            .map(|_| {
+                executor.spawn({
+                    let q = Arc::clone(&empty);
+                    async move { q.recv().await }
+                })
+            })
+            .collect();
+        while executor.try_tick() {}
+        let other = {
+            let (full, empty) = (Arc::clone(&full), Arc::clone(&empty));
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while got.len() < 3 {
+                    if let Ok(Some(i)) = full.try_recv() {
+                        got.push(i);
+                    }
+                }
+                empty.try_send(7).unwrap();
+                empty.try_send(8).unwrap();
+                got
+            })
+        };
+        block_on(executor.run(async {
+            for s in senders {
+                s.await.unwrap();
+            }
+            let mut got: Vec<_> = Vec::new();
+            for r in receivers {
+                got.push(r.await.unwrap());
+            }
+            got.sort_unstable();
+            assert_eq!(got, [7, 8]);
+        }));
+        let mut sent = other.join().unwrap();
+        sent.sort_unstable();
+        assert_eq!(sent, [0, 1, 2]);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 
-use gameshard_dataplane::metrics::{LocalHistogram, Metrics};
+use gameshard_dataplane::metrics::{Metrics, PartitionState};
 
 /// Runs `promtool`, or explains why the check is skipped. The test command sets
 /// `GAMESHARD_REQUIRE_TOOLS`, which turns a missing tool into a failure.
@@ -26,10 +26,10 @@ fn the_metrics_page_passes_promtool_check_metrics() {
     let metrics = Metrics::new("zone-7", 4, &["stale_seq", "dead"]);
     metrics.applied.fetch_add(10, Relaxed);
     metrics.rejected[0].fetch_add(2, Relaxed);
-    metrics.partitions[3].owned.store(true, Relaxed);
+    metrics.partitions[3].set_state(PartitionState::Owned, 1);
     metrics.partitions[3].high_watermark.store(50, Relaxed);
     metrics.partitions[3].processed.store(45, Relaxed);
-    let mut h = LocalHistogram::default();
+    let mut h = metrics.latency.local();
     for ns in [40_000, 900_000, 1_500_000, 3_000_000_000] {
         h.observe_ns(ns);
     }

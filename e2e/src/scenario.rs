@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use gameshard_dataplane::clock;
 use gameshard_dataplane::sink::{Progress, Sink};
-use gameshard_dataplane::source::{Polled, Record as SourceRecord, Source};
+use gameshard_dataplane::source::{Acquisition, Polled, Record as SourceRecord, Source};
 use gameshard_engine::RecordMeta;
 use hdrhistogram::Histogram;
 
@@ -182,7 +182,7 @@ impl<W> ScenarioSource<W> {
 impl<W: Send + 'static> Source<W> for ScenarioSource<W> {
     fn poll(&mut self, wait: Duration) -> Polled<'_, W> {
         if let Some((partition, world)) = self.worlds.pop() {
-            return Polled::Assign { partition, next_offset: 0, world, snapshot_ms: None };
+            return Polled::Assign(Acquisition::new(partition, 0, world));
         }
         if !self.timer_slack_set {
             // Sleeps of the IO thread end when asked, not up to 50 µs later.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use gameshard_dataplane::admin::Admin;
-use gameshard_dataplane::metrics::{LocalHistogram, Metrics};
+use gameshard_dataplane::metrics::Metrics;
 use gameshard_engine::World;
 use gameshard_engine::spec::SpecWorld;
 use gameshard_operator::latency::{Histogram, Http, Scrape};
@@ -22,7 +22,7 @@ async fn the_operator_reads_the_data_planes_latency_histogram() {
     assert_eq!(before.count(), 0.0);
 
     // 990 updates at 0.3 ms and 10 at 40 ms: the p99 is the last of the fast ones.
-    let mut local = LocalHistogram::default();
+    let mut local = metrics.latency.local();
     local.observe_n(300_000, 990);
     local.observe_n(40_000_000, 10);
     local.flush_into(&metrics.latency);

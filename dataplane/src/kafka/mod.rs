@@ -1,9 +1,11 @@
-//! The Kafka side of the data plane: the consumer the IO thread reads, the producer the
-//! publisher writes through, the snapshot topic, and the checks made before anything is
+//! The Kafka side of the data plane: the consumer the IO thread reads, the producers the
+//! publisher writes through, the snapshot topic, the ownership thread that follows the
+//! control topic and restores partitions, and the checks made before anything is
 //! consumed.
 
 mod context;
-pub mod control;
+pub mod ownership;
+pub mod restore;
 pub mod setup;
 pub mod sink;
 pub mod snapshots;

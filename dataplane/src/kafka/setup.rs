@@ -96,7 +96,9 @@ pub fn consumer(args: &Args) -> ClientConfig {
             // Bounded prefetch: memory stays flat however far behind the consumer is.
             ("queued.max.messages.kbytes", "32768"),
             ("queued.min.messages", "10000"),
-            ("auto.offset.reset", "earliest"),
+            // Records retention deleted before they were read are reported and counted
+            // by the source, not skipped silently.
+            ("auto.offset.reset", "error"),
             ("statistics.interval.ms", "1000"),
         ],
     );
@@ -127,6 +129,28 @@ pub fn producer(args: &Args) -> ClientConfig {
             ("statistics.interval.ms", "1000"),
         ],
     )
+}
+
+/// The publisher's second producer, for snapshot chunks, manifests and release
+/// messages: its own queue, so that a snapshot never waits in front of updates, and
+/// larger batches, since a snapshot is bulk.
+pub fn snapshot_producer(args: &Args) -> ClientConfig {
+    base(
+        args,
+        "snapshots",
+        &[
+            ("linger.ms", "5"),
+            ("acks", "all"),
+            ("queue.buffering.max.kbytes", "65536"),
+            ("message.timeout.ms", "0"),
+            ("message.max.bytes", "1048576"),
+        ],
+    )
+}
+
+/// The ownership thread's producer of acquisition messages.
+pub fn control_producer(args: &Args) -> ClientConfig {
+    base(args, "control", &[("linger.ms", "0"), ("acks", "all"), ("message.timeout.ms", "30000")])
 }
 
 /// A consumer that only commits the input offsets, from the publisher thread.

@@ -1,15 +1,20 @@
-//! The publisher's side of Kafka: updates, dead letters and snapshot chunks go out
-//! through one producer; acknowledgements come back in the order batches were handed
-//! over, and only then are input offsets committed and snapshot manifests written.
+//! The publisher's side of Kafka. Updates and dead letters go out through one
+//! producer; snapshot chunks, manifests and release messages through a second one, so
+//! that a snapshot of any size never queues in front of updates. Acknowledgements of
+//! updates come back in the order batches were handed over, and only then are input
+//! offsets committed, snapshot manifests written and partitions released.
 //!
 //! Each batch handed over becomes a ticket counting its unacknowledged records. Tickets
 //! complete in order: when one completes, every update of every record before its
-//! progress is on the brokers, so its offsets can be committed and the snapshots it
-//! carries can be declared restorable with a manifest.
+//! progress is on the brokers, so its offsets can be committed. A snapshot begun with a
+//! batch is declared restorable, with a manifest, once that batch's ticket and every
+//! chunk of the snapshot are acknowledged. A partition given up is committed and its
+//! release written to the control topic once its last snapshot is declared.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use gameshard_engine::RecordMeta;
@@ -21,11 +26,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::ClientHealth;
-use super::snapshots::{self, CHUNK_HEADER, CHUNK_KEY, ID_HEADER, MANIFEST_KEY, Manifest};
+use super::snapshots::{CHUNK_HEADER, CHUNK_KEY, ID_HEADER, MANIFEST_KEY, Manifest};
 use crate::admin::Health;
 use crate::cli::OutputFraming;
 use crate::clock;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PartitionState};
+use crate::pipeline::{Chunk, ChunkEnd, Released, SnapshotStart};
 use crate::sink::{Progress, Sink};
 
 /// How often acknowledged offsets are committed.
@@ -37,10 +43,16 @@ pub const MAX_BATCH_RECORD_BYTES: usize = 1024 * 1024;
 /// Header that marks a `batch`-framed output record, and its value.
 pub const FRAMING_HEADER: (&str, &str) = ("gameshard-framing", "batch");
 
-/// Delivery opaque kinds, in the low two bits; the rest is a ticket or snapshot id.
+/// Delivery opaque kinds, in the low two bits; the rest is a ticket, snapshot id or
+/// partition.
 const BATCH: usize = 0;
-const FIRST_CHUNK: usize = 1;
+const CHUNK: usize = 1;
 const MANIFEST: usize = 2;
+const CONTROL: usize = 3;
+
+fn opaque(kind: usize, id: u64) -> usize {
+    (id as usize) << 2 | kind
+}
 
 /// The topics the sink writes.
 #[derive(Clone, Debug)]
@@ -53,8 +65,11 @@ pub struct Topics {
     pub dead_letters: Option<String>,
     /// Snapshots, if configured.
     pub snapshots: Option<String>,
-    /// Largest snapshot chunk, in bytes.
-    pub chunk_bytes: usize,
+    /// The control topic and this pod's id, when following the operator's assignment:
+    /// releases are written there.
+    pub control: Option<(String, String)>,
+    /// The shard, named by release messages.
+    pub shard: String,
     /// How updates are framed on the output topic.
     pub framing: OutputFraming,
 }
@@ -67,20 +82,15 @@ struct Ticket {
     remaining: i64,
     closed: bool,
     progress: Vec<Progress>,
-    snapshots: Vec<Manifest>,
 }
 
-/// What delivery reports update; only touched from the publisher thread (inside
-/// `poll`), behind a lock librdkafka's `Sync` bound requires.
+/// What the update producer's delivery reports update; only touched from the
+/// publisher thread (inside `poll`), behind a lock librdkafka's `Sync` bound requires.
 #[derive(Default)]
 struct Acks {
     /// Id of `tickets[0]`.
     first: u64,
     tickets: VecDeque<Ticket>,
-    /// Offset of each snapshot's first chunk, by (ticket, partition).
-    first_chunks: HashMap<(u64, u32), i64>,
-    /// Manifests acknowledged: snapshot ids.
-    manifests: Vec<u64>,
     /// The first delivery that failed for good.
     failed: Option<String>,
 }
@@ -96,8 +106,8 @@ impl Acks {
     }
 }
 
-/// The producer's context: delivery reports into [`Acks`], broker health as for any
-/// client.
+/// The update producer's context: delivery reports into [`Acks`], broker health as for
+/// any client.
 pub struct SinkContext {
     health: ClientHealth,
     acks: Mutex<Acks>,
@@ -117,10 +127,60 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut acks = lock(&self.acks);
+        if let Err((e, m)) = result
+            && acks.failed.is_none()
+        {
+            acks.failed =
+                Some(format!("delivery to {} partition {} failed: {e}", m.topic(), m.partition()));
+        }
+        let id = (opaque >> 2) as u64;
+        if id >= acks.first {
+            acks.ticket(id).remaining -= 1;
+        }
+    }
+}
+
+/// Acknowledgements of one snapshot's chunks.
+#[derive(Clone, Copy)]
+struct ChunkAcks {
+    id: u64,
+    acked: u32,
+    /// Offset of chunk 0 in the snapshot partition, once acknowledged.
+    first_offset: i64,
+}
+
+/// What the snapshot producer's delivery reports update.
+#[derive(Default)]
+struct SnapshotAcks {
+    chunks: Vec<ChunkAcks>,
+    /// Snapshot ids whose manifest is acknowledged.
+    manifests: Vec<u64>,
+    /// Partitions whose release message is acknowledged.
+    releases: Vec<u32>,
+    failed: Option<String>,
+}
+
+/// The snapshot producer's context.
+pub struct SnapshotContext {
+    health: ClientHealth,
+    acks: Mutex<SnapshotAcks>,
+}
+
+impl ClientContext for SnapshotContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.error(error, reason);
+    }
+}
+
+impl ProducerContext for SnapshotContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let mut acks = lock(&self.acks);
         let (kind, id) = (opaque & 3, (opaque >> 2) as u64);
-        let delivered = match result {
-            Ok(m) => Some((m.partition(), m.offset())),
+        let offset = match result {
+            Ok(m) => m.offset(),
             Err((e, m)) => {
                 if acks.failed.is_none() {
                     acks.failed = Some(format!(
@@ -129,42 +189,76 @@ impl ProducerContext for SinkContext {
                         m.partition()
                     ));
                 }
-                None
+                return;
             }
         };
-        if kind == MANIFEST {
-            if delivered.is_some() {
-                acks.manifests.push(id);
+        match kind {
+            CHUNK => {
+                if let Some(c) = acks.chunks.iter_mut().find(|c| c.id == id) {
+                    c.acked += 1;
+                    if c.first_offset < 0 || offset < c.first_offset {
+                        c.first_offset = offset;
+                    }
+                }
             }
-            return;
-        }
-        if id >= acks.first {
-            acks.ticket(id).remaining -= 1;
-        }
-        if let (FIRST_CHUNK, Some((partition, offset))) = (kind, delivered) {
-            acks.first_chunks.insert((id, partition as u32), offset);
+            MANIFEST => acks.manifests.push(id),
+            _ => acks.releases.push(id as u32),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A snapshot whose chunks are being written.
+struct PendingSnapshot {
+    start: SnapshotStart,
+    /// The ticket of the batch that began it: its updates, and every one before, must
+    /// be acknowledged before the snapshot is restorable.
+    ticket: u64,
+    chunks: u32,
+    last: bool,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+    /// Whether its manifest is written (then waiting for its acknowledgement).
+    declaring: bool,
+}
+
+/// A partition given up, on its way to its release message.
+struct PendingRelease {
+    released: Released,
+    ticket: u64,
+    /// Whether the release message is written (then waiting for its acknowledgement).
+    sent: bool,
+    /// Whether nothing is left to do (fenced, or no control topic to announce it on).
+    done: bool,
 }
 
 /// The Kafka sink of the publisher thread.
 pub struct KafkaSink {
     topics: Topics,
     out: Output,
-    /// Snapshots of the batch being handed over, to be closed into its ticket.
-    pending: Vec<Manifest>,
+    snapshots: BaseProducer<SnapshotContext>,
+    pending: Vec<PendingSnapshot>,
+    releases: Vec<PendingRelease>,
+    /// Snapshots declared restorable that a pending release waits for.
+    declared: Vec<u64>,
+    /// Manifests to write, gathered under the snapshot producer's report lock.
+    to_declare: Vec<Manifest>,
+    /// Reused buffer for manifests and release messages.
+    json: Vec<u8>,
     /// With the `batch` framing: the NDJSON not yet sent, per input partition, and the
     /// partitions that have some. The buffers keep their capacity.
     lines: Vec<Vec<u8>>,
     lines_pending: Vec<u32>,
 }
 
-/// Everything of the sink but the topic names, which records borrow while it sends.
+/// The update producer and everything the sink does with input offsets.
 struct Output {
     producer: BaseProducer<SinkContext>,
     committer: BaseConsumer,
     input_topic: String,
-    snapshot_topic: Option<String>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
@@ -175,34 +269,43 @@ struct Output {
     acked: Vec<i64>,
     committed: Vec<i64>,
     last_commit: Instant,
-    /// Snapshots whose manifest is in flight, by id.
-    manifests: HashMap<u64, Manifest>,
-    next_snapshot_id: u64,
     drain_timeout: Duration,
     failed: bool,
 }
 
+/// The clients the sink writes through.
+pub struct Clients<'a> {
+    /// The update producer's settings.
+    pub producer: &'a rdkafka::ClientConfig,
+    /// The snapshot producer's settings.
+    pub snapshots: &'a rdkafka::ClientConfig,
+    /// The committing consumer's settings.
+    pub committer: &'a rdkafka::ClientConfig,
+}
+
 impl KafkaSink {
-    /// A sink producing with `producer` and committing with `committer`; a failed
-    /// delivery marks `health` broken and sets `stop`.
-    #[allow(clippy::too_many_arguments)]
+    /// A sink producing through `clients`; a failed delivery marks `health` broken and
+    /// sets `stop`.
     pub fn new(
-        producer: &rdkafka::ClientConfig,
-        committer: &rdkafka::ClientConfig,
-        client_health: ClientHealth,
+        clients: &Clients<'_>,
+        client_health: &ClientHealth,
         topics: Topics,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         stop: Arc<AtomicBool>,
         drain_timeout: Duration,
     ) -> Result<Self, KafkaError> {
-        let context = SinkContext { health: client_health, acks: Mutex::new(Acks::default()) };
+        let context =
+            SinkContext { health: client_health.clone(), acks: Mutex::new(Acks::default()) };
+        let snapshot_context = SnapshotContext {
+            health: client_health.clone(),
+            acks: Mutex::new(SnapshotAcks::default()),
+        };
         let partitions = metrics.partitions.len();
         let out = Output {
-            producer: producer.create_with_context(context)?,
-            committer: committer.create()?,
+            producer: clients.producer.create_with_context(context)?,
+            committer: clients.committer.create()?,
             input_topic: topics.input.clone(),
-            snapshot_topic: topics.snapshots.clone(),
             metrics,
             health,
             stop,
@@ -211,8 +314,6 @@ impl KafkaSink {
             acked: vec![-1; partitions],
             committed: vec![-1; partitions],
             last_commit: Instant::now(),
-            manifests: HashMap::new(),
-            next_snapshot_id: clock::unix_ms().max(0) as u64 * 1000,
             drain_timeout,
             failed: false,
         };
@@ -220,7 +321,23 @@ impl KafkaSink {
             OutputFraming::Entity => Vec::new(),
             OutputFraming::Batch => (0..partitions).map(|_| Vec::new()).collect(),
         };
-        Ok(Self { topics, out, pending: Vec::new(), lines, lines_pending: Vec::new() })
+        Ok(Self {
+            snapshots: clients.snapshots.create_with_context(snapshot_context)?,
+            topics,
+            out,
+            pending: Vec::with_capacity(partitions),
+            releases: Vec::with_capacity(partitions),
+            declared: Vec::with_capacity(partitions),
+            to_declare: Vec::with_capacity(partitions),
+            json: Vec::with_capacity(1024),
+            lines,
+            lines_pending: Vec::with_capacity(partitions),
+        })
+    }
+
+    /// Whether a record could not be delivered, so the data plane stopped.
+    pub fn failed(&self) -> bool {
+        self.out.failed
     }
 
     /// Sends the NDJSON gathered for `partition` as one `batch`-framed record.
@@ -242,31 +359,198 @@ impl KafkaSink {
         lines.clear();
     }
 
-    /// Whether a record could not be delivered, so the data plane stopped.
-    pub fn failed(&self) -> bool {
-        self.out.failed
+    /// Acts on everything acknowledged: retires tickets (committing their offsets),
+    /// declares snapshots, and moves releases on.
+    fn advance(&mut self) {
+        self.out.advance();
+        let retired = self.out.retired();
+        let (manifests, released, failure) = {
+            let mut acks = lock(&self.snapshots.context().acks);
+            // Manifests of snapshots whose chunks and updates are all on the brokers.
+            for p in &mut self.pending {
+                if p.declaring || !p.last || p.ticket >= retired {
+                    continue;
+                }
+                let Some(c) = acks.chunks.iter().find(|c| c.id == p.start.id) else { continue };
+                if c.acked < p.chunks {
+                    continue;
+                }
+                p.declaring = true;
+                self.to_declare.push(Manifest {
+                    id: p.start.id,
+                    partition: p.start.partition,
+                    next_offset: p.start.next_offset,
+                    first_offset: c.first_offset,
+                    chunks: p.chunks,
+                    bytes: p.bytes,
+                    crc32: p.crc.clone().finalize(),
+                    created_ms: clock::unix_ms(),
+                    epoch: p.start.epoch,
+                });
+            }
+            let pending = &self.pending;
+            acks.chunks.retain(|c| pending.iter().any(|p| p.start.id == c.id && !p.declaring));
+            (
+                std::mem::take(&mut acks.manifests),
+                std::mem::take(&mut acks.releases),
+                acks.failed.take(),
+            )
+        };
+        if let Some(failure) = failure {
+            self.out.fail(&failure);
+        }
+        if self.out.failed {
+            return;
+        }
+        let mut to_declare = std::mem::take(&mut self.to_declare);
+        for manifest in to_declare.drain(..) {
+            self.write_manifest(&manifest);
+        }
+        self.to_declare = to_declare;
+        for id in manifests {
+            let Some(i) = self.pending.iter().position(|p| p.start.id == id) else { continue };
+            let p = self.pending.swap_remove(i);
+            if let Some(stats) = self.out.metrics.partition(p.start.partition) {
+                stats.snapshot.store(p.start.next_offset, Relaxed);
+                stats.snapshot_unix_ms.store(clock::unix_ms(), Relaxed);
+            }
+            tracing::debug!(
+                partition = p.start.partition,
+                next_offset = p.start.next_offset,
+                id,
+                bytes = p.bytes,
+                "snapshot restorable"
+            );
+            if self.releases.iter().any(|r| r.released.snapshot == Some(id)) {
+                self.declared.push(id);
+            }
+        }
+        self.release_ready();
+        for partition in released {
+            if let Some(r) = self.releases.iter_mut().find(|r| r.released.partition == partition) {
+                r.done = true;
+                finish_release(&self.out.metrics, &r.released);
+            }
+        }
+        self.releases.retain(|r| !r.done);
+    }
+
+    fn write_manifest(&mut self, manifest: &Manifest) {
+        let Some(topic) = &self.topics.snapshots else { return };
+        self.json.clear();
+        serde_json::to_writer(&mut self.json, manifest).expect("a manifest serializes");
+        let record = BaseRecord::with_opaque_to(topic, opaque(MANIFEST, manifest.id))
+            .partition(manifest.partition as i32)
+            .key(MANIFEST_KEY)
+            .payload(&self.json[..]);
+        send(&self.snapshots, record, &mut self.out);
+    }
+
+    /// Commits and announces every release whose batch and snapshot are on the brokers.
+    fn release_ready(&mut self) {
+        let retired = self.out.retired();
+        let Self { topics, out, snapshots, releases, declared, json, .. } = self;
+        for r in releases.iter_mut() {
+            if r.sent || r.ticket >= retired {
+                continue;
+            }
+            let released = r.released;
+            let snapshot = released.snapshot.filter(|_| topics.snapshots.is_some());
+            if snapshot.is_some_and(|id| !declared.contains(&id)) {
+                continue;
+            }
+            declared.retain(|&id| Some(id) != snapshot);
+            r.sent = true;
+            if released.fenced {
+                r.done = true;
+                finish_release(&out.metrics, &released);
+                continue;
+            }
+            out.commit_release(released.partition, released.next_offset);
+            let Some((topic, pod)) = &topics.control else {
+                r.done = true;
+                finish_release(&out.metrics, &released);
+                continue;
+            };
+            let message = gameshard_control::Release {
+                shard: topics.shard.clone(),
+                partition: released.partition,
+                epoch: released.epoch,
+                pod: pod.clone(),
+                next_offset: released.next_offset,
+                snapshot,
+                released_ms: clock::unix_ms(),
+            };
+            let key = gameshard_control::release_key(&topics.shard, released.partition);
+            json.clear();
+            serde_json::to_writer(&mut *json, &message).expect("a release serializes");
+            let record =
+                BaseRecord::with_opaque_to(topic, opaque(CONTROL, u64::from(released.partition)))
+                    .partition(0)
+                    .key(key.as_bytes())
+                    .payload(&json[..]);
+            send(snapshots, record, out);
+        }
+    }
+
+    fn poll(&mut self) {
+        self.out.producer.poll(Duration::ZERO);
+        self.snapshots.poll(Duration::ZERO);
+        self.advance();
     }
 }
 
-fn opaque(kind: usize, id: u64) -> usize {
-    (id as usize) << 2 | kind
+/// Marks a released partition unowned, unless it was taken back meanwhile.
+fn finish_release(metrics: &Metrics, r: &Released) {
+    if let Some(stats) = metrics.partition(r.partition)
+        && stats.state().0 == PartitionState::Releasing
+    {
+        stats.set_state(PartitionState::Unowned, r.epoch);
+    }
+    tracing::info!(
+        partition = r.partition,
+        epoch = r.epoch,
+        next_offset = r.next_offset,
+        fenced = r.fenced,
+        "partition released"
+    );
+}
+
+/// Sends one record through `producer`, waiting while its local queue is full: a full
+/// queue is the back-pressure that slows the whole pipeline down to what the brokers
+/// take. Serves the update producer's reports meanwhile too, so that neither waits on
+/// the other.
+fn send<C: ProducerContext<DeliveryOpaque = usize>>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, [u8], [u8], usize>,
+    out: &mut Output,
+) -> bool {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return true,
+            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                record = r;
+                producer.poll(Duration::from_millis(1));
+                out.producer.poll(Duration::ZERO);
+                out.advance();
+            }
+            Err((e, r)) => {
+                let reason = format!("cannot produce to {}: {e}", r.topic);
+                out.fail(&reason);
+                return false;
+            }
+        }
+    }
 }
 
 impl Output {
-    fn acks(&self) -> std::sync::MutexGuard<'_, Acks> {
-        self.producer.context().acks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Sends one record, waiting while the local queue is full: a full queue is the
-    /// back-pressure that slows the whole pipeline down to what the brokers take.
+    /// Sends one update-producer record, counting it into the current ticket; waits
+    /// while the local queue is full, as [`send`] does.
     fn send(&mut self, mut record: BaseRecord<'_, [u8], [u8], usize>) {
-        let counted = record.delivery_opaque & 3 != MANIFEST;
         loop {
             match self.producer.send(record) {
                 Ok(()) => {
-                    if counted {
-                        self.sent += 1;
-                    }
+                    self.sent += 1;
                     return;
                 }
                 Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
@@ -283,85 +567,48 @@ impl Output {
         }
     }
 
-    /// Closes the current ticket with `progress` and the snapshots it carries.
-    fn close(&mut self, progress: &[Progress], snapshots: Vec<Manifest>) {
+    /// The first ticket not retired yet: every ticket before it is acknowledged.
+    fn retired(&self) -> u64 {
+        lock(&self.producer.context().acks).first
+    }
+
+    /// Closes the current ticket with `progress`.
+    fn close(&mut self, progress: &[Progress]) {
         let (id, sent) = (self.ticket, self.sent);
         {
-            let mut acks = self.acks();
+            let mut acks = lock(&self.producer.context().acks);
             let ticket = acks.ticket(id);
             ticket.remaining += sent;
             ticket.closed = true;
             ticket.progress.extend_from_slice(progress);
-            ticket.snapshots = snapshots;
         }
         self.ticket += 1;
         self.sent = 0;
     }
 
-    /// Retires completed tickets in order: commits their offsets (at most every
-    /// [`COMMIT_EVERY`]) and writes the manifests of their snapshots.
+    /// Retires completed tickets in order and commits their offsets (at most every
+    /// [`COMMIT_EVERY`]).
     fn advance(&mut self) {
-        let mut done = Vec::new();
-        let (manifests_acked, failure) = {
+        let failure = {
             let acked = &mut self.acked;
-            let mut acks =
-                self.producer.context().acks.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut acks = lock(&self.producer.context().acks);
             while acks.tickets.front().is_some_and(|t| t.closed && t.remaining == 0) {
-                let Some(ticket) = acks.tickets.pop_front() else { break };
-                let id = acks.first;
+                let Some(mut ticket) = acks.tickets.pop_front() else { break };
                 acks.first += 1;
-                for mut snapshot in ticket.snapshots {
-                    if let Some(offset) = acks.first_chunks.remove(&(id, snapshot.partition)) {
-                        snapshot.first_offset = offset;
-                        done.push(snapshot);
-                    }
-                }
-                for p in ticket.progress {
+                for p in ticket.progress.drain(..) {
                     if let Some(a) = acked.get_mut(p.partition as usize) {
                         *a = (*a).max(p.next_offset);
                     }
                 }
             }
-            (std::mem::take(&mut acks.manifests), acks.failed.take())
+            acks.failed.take()
         };
         if let Some(failure) = failure {
             self.fail(&failure);
         }
-        if self.failed {
-            return;
-        }
-        for manifest in done {
-            self.write_manifest(manifest);
-        }
-        for id in manifests_acked {
-            if let Some(m) = self.manifests.remove(&id) {
-                if let Some(stats) = self.metrics.partition(m.partition) {
-                    stats.snapshot.store(m.next_offset, Relaxed);
-                    stats.snapshot_unix_ms.store(m.created_ms, Relaxed);
-                }
-                tracing::debug!(
-                    partition = m.partition,
-                    next_offset = m.next_offset,
-                    id,
-                    "snapshot restorable"
-                );
-            }
-        }
-        if self.last_commit.elapsed() >= COMMIT_EVERY {
+        if !self.failed && self.last_commit.elapsed() >= COMMIT_EVERY {
             self.commit(CommitMode::Async);
         }
-    }
-
-    fn write_manifest(&mut self, manifest: Manifest) {
-        let Some(topic) = self.snapshot_topic.clone() else { return };
-        let value = serde_json::to_vec(&manifest).expect("a manifest serializes");
-        let (id, partition) = (manifest.id, manifest.partition as i32);
-        self.manifests.insert(id, manifest);
-        let record = BaseRecord::with_opaque_to(&topic, opaque(MANIFEST, id))
-            .partition(partition)
-            .key(MANIFEST_KEY)
-            .payload(&value[..]);
-        self.send(record);
     }
 
     fn commit(&mut self, mode: CommitMode) {
@@ -376,16 +623,33 @@ impl Output {
                     tpl.add_partition_offset(&self.input_topic, p as i32, Offset::Offset(acked));
             }
         }
+        self.commit_list(&tpl, mode);
+    }
+
+    /// Commits `partition` at `next_offset` now, before its release is announced.
+    fn commit_release(&mut self, partition: u32, next_offset: i64) {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(
+            &self.input_topic,
+            partition as i32,
+            Offset::Offset(next_offset),
+        );
+        self.commit_list(&tpl, CommitMode::Sync);
+    }
+
+    fn commit_list(&mut self, tpl: &TopicPartitionList, mode: CommitMode) {
         if tpl.count() == 0 {
             return;
         }
-        match self.committer.commit(&tpl, mode) {
+        match self.committer.commit(tpl, mode) {
             Ok(()) => {
                 for e in tpl.elements() {
                     let (p, Offset::Offset(offset)) = (e.partition() as usize, e.offset()) else {
                         continue;
                     };
-                    self.committed[p] = offset;
+                    if let Some(c) = self.committed.get_mut(p) {
+                        *c = (*c).max(offset);
+                    }
                     if let Some(stats) = self.metrics.partition(p as u32) {
                         stats.committed.store(offset, Relaxed);
                     }
@@ -436,11 +700,14 @@ impl Sink for KafkaSink {
 
     fn dead_letter(&mut self, src: &RecordMeta, reason: &'static str, payload: &[u8]) {
         let Some(topic) = &self.topics.dead_letters else { return };
-        let (partition, offset) = (src.partition.to_string(), src.offset.to_string());
+        let (mut partition, mut offset) = (itoa::Buffer::new(), itoa::Buffer::new());
         let headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header { key: "gameshard-error", value: Some(reason) })
-            .insert(Header { key: "gameshard-src-partition", value: Some(&partition) })
-            .insert(Header { key: "gameshard-src-offset", value: Some(&offset) });
+            .insert(Header {
+                key: "gameshard-src-partition",
+                value: Some(partition.format(src.partition)),
+            })
+            .insert(Header { key: "gameshard-src-offset", value: Some(offset.format(src.offset)) });
         let record = BaseRecord::with_opaque_to(topic, opaque(BATCH, self.out.ticket))
             .partition(src.partition as i32)
             .payload(payload)
@@ -448,40 +715,61 @@ impl Sink for KafkaSink {
         self.out.send(record);
     }
 
-    fn snapshot(&mut self, partition: u32, next_offset: i64, state: &[u8]) {
-        let Some(topic) = &self.topics.snapshots else { return };
-        self.out.next_snapshot_id += 1;
-        let id = self.out.next_snapshot_id;
-        let parts = snapshots::chunks(state, self.topics.chunk_bytes);
-        let count = parts.len();
-        let id_text = id.to_string();
-        for (index, chunk) in parts.into_iter().enumerate() {
-            let place = format!("{index}/{count}");
-            let headers = OwnedHeaders::new_with_capacity(2)
-                .insert(Header { key: ID_HEADER, value: Some(&id_text) })
-                .insert(Header { key: CHUNK_HEADER, value: Some(&place) });
-            let kind = if index == 0 { FIRST_CHUNK } else { BATCH };
-            let record = BaseRecord::with_opaque_to(topic, opaque(kind, self.out.ticket))
-                .partition(partition as i32)
-                .key(CHUNK_KEY)
-                .payload(chunk)
-                .headers(headers);
-            self.out.send(record);
+    fn snapshot_started(&mut self, start: &SnapshotStart) {
+        if self.topics.snapshots.is_none() {
+            return;
         }
-        self.pending.push(Manifest {
-            id,
-            partition,
-            next_offset,
+        lock(&self.snapshots.context().acks).chunks.push(ChunkAcks {
+            id: start.id,
+            acked: 0,
             first_offset: -1,
-            chunks: count as u32,
-            bytes: state.len() as u64,
-            crc32: crc32fast::hash(state),
-            created_ms: clock::unix_ms(),
+        });
+        self.pending.push(PendingSnapshot {
+            start: *start,
+            ticket: self.out.ticket,
+            chunks: 0,
+            last: false,
+            crc: crc32fast::Hasher::new(),
+            bytes: 0,
+            declaring: false,
         });
     }
 
-    fn released(&mut self, partition: u32) {
-        tracing::info!(partition, "partition released");
+    fn snapshot_chunk(&mut self, chunk: &Chunk) {
+        let Some(topic) = &self.topics.snapshots else { return };
+        let Some(i) = self.pending.iter().position(|p| p.start.id == chunk.id) else { return };
+        if chunk.end == ChunkEnd::Abandoned {
+            // Its chunks stay on the topic without a manifest: restores pass them over.
+            self.pending.swap_remove(i);
+            return;
+        }
+        let (mut id, mut index) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header { key: ID_HEADER, value: Some(id.format(chunk.id)) })
+            .insert(Header { key: CHUNK_HEADER, value: Some(index.format(chunk.index)) });
+        let record = BaseRecord::with_opaque_to(topic, opaque(CHUNK, chunk.id))
+            .partition(chunk.partition as i32)
+            .key(CHUNK_KEY)
+            .payload(&chunk.bytes[..])
+            .headers(headers);
+        if !send(&self.snapshots, record, &mut self.out) {
+            return;
+        }
+        let p = &mut self.pending[i];
+        p.chunks += 1;
+        p.crc.update(&chunk.bytes);
+        p.bytes += chunk.bytes.len() as u64;
+        p.last = chunk.end == ChunkEnd::Last;
+        self.poll();
+    }
+
+    fn released(&mut self, released: &Released) {
+        self.releases.push(PendingRelease {
+            released: *released,
+            ticket: self.out.ticket,
+            sent: false,
+            done: false,
+        });
     }
 
     fn end_batch(&mut self, progress: &[Progress], _now_ns: u64) {
@@ -492,32 +780,42 @@ impl Sink for KafkaSink {
         }
         pending.clear();
         self.lines_pending = pending;
-        let snapshots = std::mem::take(&mut self.pending);
-        self.out.close(progress, snapshots);
-        self.out.producer.poll(Duration::ZERO);
-        self.out.advance();
+        self.out.close(progress);
+        self.poll();
+    }
+
+    fn busy(&self) -> bool {
+        !self.pending.is_empty() || !self.releases.is_empty()
+    }
+
+    fn idle(&mut self) {
+        self.poll();
     }
 
     fn finish(&mut self) {
-        let out = &mut self.out;
-        let deadline = Instant::now() + out.drain_timeout;
+        let deadline = Instant::now() + self.out.drain_timeout;
         loop {
-            out.producer.poll(Duration::from_millis(20));
-            out.advance();
-            let idle = out.acks().tickets.is_empty() && out.manifests.is_empty();
-            if idle || out.failed {
+            self.out.producer.poll(Duration::from_millis(10));
+            self.snapshots.poll(Duration::from_millis(10));
+            self.advance();
+            let idle = lock(&self.out.producer.context().acks).tickets.is_empty()
+                && self.pending.is_empty()
+                && self.releases.is_empty();
+            if idle || self.out.failed {
                 break;
             }
             if Instant::now() > deadline {
                 let reason = format!(
                     "drain timed out after {} s with records unacknowledged",
-                    out.drain_timeout.as_secs()
+                    self.out.drain_timeout.as_secs()
                 );
-                out.fail(&reason);
+                self.out.fail(&reason);
                 break;
             }
         }
-        out.commit(CommitMode::Sync);
-        let _ = out.producer.flush(Duration::from_secs(1));
+        self.out.commit(CommitMode::Sync);
+        let _ = self.out.producer.flush(Duration::from_secs(1));
+        let _ = self.snapshots.flush(Duration::from_secs(1));
+        let _ = std::io::stderr().flush();
     }
 }

@@ -1,11 +1,14 @@
 //! Snapshots on the snapshot topic, and finding the latest one again.
 //!
 //! A partition's snapshot goes to the snapshot partition of the same number as a run of
-//! chunk records (key `chunk`, at most [`CHUNK_BYTES`] each by default) followed, once it is safe to
-//! restore from, by a manifest record (key `manifest`, JSON [`Manifest`]). It is safe
-//! once every chunk is acknowledged and so is every update of every record before the
-//! snapshot's offset: restoring from it never skips an update nobody received. Restore
-//! takes the latest manifest whose chunks are all present and match its checksum.
+//! chunk records (key `chunk`, at most 512 KiB each by default, headers naming
+//! the snapshot and the chunk's index) followed, once it is safe to restore from, by a
+//! manifest record (key `manifest`, JSON [`Manifest`]). It is safe once every chunk is
+//! acknowledged and so is every update of every record before the snapshot's offset:
+//! restoring from it never skips an update nobody received. Restore takes the latest
+//! manifest whose chunks are all present and match its checksum, passing over those of
+//! an epoch older than the partition's current owner's: a former owner that had not yet
+//! learnt of the move (a fenced owner) never wins over the new one.
 
 use std::time::{Duration, Instant};
 
@@ -14,24 +17,27 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-/// Default largest chunk: well under the default 1 MB message limit of brokers and
-/// clients.
-pub const CHUNK_BYTES: usize = 512 * 1024;
-
 /// Record key of a chunk.
 pub const CHUNK_KEY: &[u8] = b"chunk";
 /// Record key of a manifest.
 pub const MANIFEST_KEY: &[u8] = b"manifest";
 /// Header holding a chunk's snapshot id.
 pub const ID_HEADER: &str = "gameshard-snapshot";
-/// Header holding a chunk's place, `index/count`.
+/// Header holding a chunk's index (from 0; older writers wrote `index/count`).
 pub const CHUNK_HEADER: &str = "gameshard-chunk";
 
-/// Records read back per step when looking for the latest manifest.
-const WINDOW: i64 = 64;
+/// Records read back per step when looking for the latest manifest: the latest record
+/// of a snapshot partition is usually the manifest to restore, so the first steps are
+/// small.
+const WINDOWS: [i64; 3] = [2, 16, 64];
+
+/// Windows read back past a complete snapshot of an older epoch before that snapshot is
+/// taken: the new owner has not written one of its own yet (it took the partition
+/// without its former owner's release, and crashed before its first snapshot).
+const WINDOWS_PAST_FALLBACK: usize = 4;
 
 /// What a manifest says about its snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The snapshot's id, unique per partition.
     pub id: u64,
@@ -49,12 +55,10 @@ pub struct Manifest {
     pub crc32: u32,
     /// Unix time (ms) the snapshot was taken.
     pub created_ms: i64,
-}
-
-/// Splits a snapshot into chunks of at most `size` bytes (at least one, even when
-/// empty).
-pub fn chunks(bytes: &[u8], size: usize) -> Vec<&[u8]> {
-    if bytes.is_empty() { vec![bytes] } else { bytes.chunks(size.max(1)).collect() }
+    /// The assignment epoch it was taken under (0 when standalone, and from writers
+    /// older than handoffs).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Why the latest snapshot could not be read.
@@ -93,9 +97,14 @@ impl<'a> Reader<'a> {
         Self { consumer, topic, timeout }
     }
 
-    /// The latest complete snapshot of `partition` and its bytes, or `None` if it has
-    /// none. Manifests whose chunks are missing or damaged are skipped, with a warning.
-    pub fn latest(&self, partition: u32) -> Result<Option<(Manifest, Vec<u8>)>, RestoreError> {
+    /// The latest complete snapshot of `partition` of epoch `min_epoch` or newer, with
+    /// its bytes; else the latest complete one of any epoch; `None` if it has none.
+    /// Manifests whose chunks are missing or damaged are skipped, with a warning.
+    pub fn latest(
+        &self,
+        partition: u32,
+        min_epoch: u64,
+    ) -> Result<Option<(Manifest, Vec<u8>)>, RestoreError> {
         let deadline = Instant::now() + self.timeout;
         let p = partition as i32;
         let (low, high) = self
@@ -103,8 +112,11 @@ impl<'a> Reader<'a> {
             .fetch_watermarks(self.topic, p, self.timeout)
             .map_err(|source| self.kafka_error(partition, source))?;
         let mut end = high;
+        let mut windows = WINDOWS.iter().copied().chain(std::iter::repeat(WINDOWS[2]));
+        let mut fallback = None;
+        let mut passed_over = 0;
         while end > low {
-            let start = (end - WINDOW).max(low);
+            let start = (end - windows.next().unwrap_or(64)).max(low);
             let mut manifests = Vec::new();
             self.read(partition, start, end, deadline, |m| {
                 if m.key() == Some(MANIFEST_KEY) {
@@ -122,18 +134,38 @@ impl<'a> Reader<'a> {
                 true
             })?;
             for manifest in manifests.into_iter().rev() {
-                if let Some(bytes) = self.load(&manifest, end, deadline)? {
+                if fallback.is_some() && manifest.epoch < min_epoch {
+                    continue;
+                }
+                let Some(bytes) = self.load(&manifest, end, deadline)? else {
+                    tracing::warn!(
+                        partition,
+                        id = manifest.id,
+                        "skipping a snapshot whose chunks are missing or damaged"
+                    );
+                    continue;
+                };
+                if manifest.epoch >= min_epoch {
                     return Ok(Some((manifest, bytes)));
                 }
-                tracing::warn!(
+                tracing::info!(
                     partition,
                     id = manifest.id,
-                    "skipping a snapshot whose chunks are missing or damaged"
+                    epoch = manifest.epoch,
+                    min_epoch,
+                    "passing over a snapshot of a former owner's epoch"
                 );
+                fallback = Some((manifest, bytes));
+            }
+            if fallback.is_some() {
+                passed_over += 1;
+                if passed_over > WINDOWS_PAST_FALLBACK {
+                    break;
+                }
             }
             end = start;
         }
-        Ok(None)
+        Ok(fallback)
     }
 
     /// The bytes of `manifest`'s snapshot, if every chunk is there and the checksum
@@ -151,12 +183,11 @@ impl<'a> Reader<'a> {
             if m.key() != Some(CHUNK_KEY) || header(m, ID_HEADER) != Some(id.as_bytes()) {
                 return true;
             }
-            let place = header(m, CHUNK_HEADER)
+            let index = header(m, CHUNK_HEADER)
                 .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| h.split_once('/'));
-            if let Some((index, count)) = place
-                && let (Ok(index), Ok(count)) = (index.parse::<usize>(), count.parse::<u32>())
-                && count == manifest.chunks
+                .and_then(|h| h.split('/').next())
+                .and_then(|i| i.parse::<usize>().ok());
+            if let Some(index) = index
                 && index < parts.len()
                 && parts[index].is_none()
             {

@@ -1,120 +1,40 @@
-//! The IO thread's side of Kafka: partitions restored from their latest snapshot,
-//! assigned to a consumer at the snapshot's offset (no consumer-group rebalancing), and
-//! polled.
+//! The IO thread's side of Kafka: one consumer whose partitions are added and removed
+//! one at a time (`incremental_assign`, no consumer-group rebalancing), as the
+//! ownership thread says, and polled.
+//!
+//! The consumer resets no offset by itself (`auto.offset.reset=error`): a partition
+//! whose next record retention already deleted is reported, counted and moved on to the
+//! earliest record left, never skipped silently.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use gameshard_engine::{Game, RecordMeta, World};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::ClientHealth;
-use super::snapshots::{Reader, RestoreError};
+use super::ownership::Command;
 use crate::clock;
 use crate::metrics::Metrics;
-use crate::source::{Polled, Record, Source};
+use crate::source::{Acquisition, Polled, Record, Source};
 
-/// How long restoring one partition may take before the data plane gives up.
-pub const RESTORE_TIMEOUT: Duration = Duration::from_mins(1);
-
-/// Why partitions could not be restored or assigned.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// A client could not be created or assigned.
-    #[error("Kafka consumer: {0}")]
-    Kafka(#[from] KafkaError),
-    /// A snapshot could not be read.
-    #[error(transparent)]
-    Restore(#[from] RestoreError),
-}
-
-/// A partition ready to be owned: its world and where its records resume.
-pub struct Restored<W> {
-    /// The partition.
-    pub partition: u32,
-    /// Offset of its next record (`None`: from the earliest one).
-    pub next_offset: Option<i64>,
-    /// Its world at that offset.
-    pub world: W,
-    /// Unix time (ms) of the snapshot it was restored from.
-    pub snapshot_ms: Option<i64>,
-}
-
-/// Restores `partitions` from their latest snapshots on `snapshot_topic` (or starts them
-/// empty from the earliest offset when there is no snapshot topic or no snapshot).
-pub fn restore<G: Game>(
-    game: &G,
-    reader: &ClientConfig,
-    snapshot_topic: Option<&str>,
-    partitions: &[u32],
-    metrics: &Metrics,
-) -> Result<Vec<Restored<G::World>>, SourceError> {
-    let consumer: Option<BaseConsumer> = snapshot_topic.map(|_| reader.create()).transpose()?;
-    let mut restored = Vec::with_capacity(partitions.len());
-    for &partition in partitions {
-        let started = Instant::now();
-        let mut world = game.world();
-        let latest = match (&consumer, snapshot_topic) {
-            (Some(consumer), Some(topic)) => {
-                Reader::new(consumer, topic, RESTORE_TIMEOUT).latest(partition)?
-            }
-            _ => None,
-        };
-        let stats = metrics.partition(partition);
-        let mut snapshot_ms = None;
-        let next_offset = if let Some((manifest, bytes)) = latest {
-            match world.restore(&bytes) {
-                Ok(()) => {
-                    tracing::info!(
-                        partition,
-                        next_offset = manifest.next_offset,
-                        entities = world.entities(),
-                        bytes = bytes.len(),
-                        ms = started.elapsed().as_millis() as u64,
-                        "partition restored from its snapshot"
-                    );
-                    if let Some(stats) = stats {
-                        stats.snapshot.store(manifest.next_offset, Relaxed);
-                        stats.snapshot_unix_ms.store(manifest.created_ms, Relaxed);
-                    }
-                    snapshot_ms = Some(manifest.created_ms);
-                    Some(manifest.next_offset)
-                }
-                Err(error) => {
-                    // The checksum matched, so the bytes are what was written: a world
-                    // that cannot read its own snapshot is a bug to fix, not to skip.
-                    tracing::error!(partition, %error, "snapshot does not restore; replaying from the earliest offset");
-                    world = game.world();
-                    None
-                }
-            }
-        } else {
-            tracing::info!(partition, "no snapshot; replaying from the earliest offset");
-            None
-        };
-        if let Some(stats) = stats {
-            if next_offset.is_none() {
-                stats.snapshot_unix_ms.store(clock::unix_ms(), Relaxed);
-            }
-            // Owned from here on, as /status tells once the data plane is ready, even
-            // before the state machine has taken the partition.
-            stats.processed.store(next_offset.unwrap_or(0), Relaxed);
-            stats.owned.store(true, Relaxed);
-        }
-        restored.push(Restored { partition, next_offset, world, snapshot_ms });
-    }
-    Ok(restored)
-}
+/// How long the IO thread waits for the brokers when it checks a partition's offsets.
+const OFFSETS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The consumer the IO thread polls.
 pub struct KafkaSource<W> {
     consumer: BaseConsumer<ClientHealth>,
-    /// Partitions to announce to the pipeline before their first record.
-    pending: VecDeque<Restored<W>>,
+    topic: String,
+    commands: Receiver<Command<W>>,
+    /// A partition to take whose assignment failed, tried again at the next poll.
+    retry: Option<Acquisition<W>>,
+    /// Per partition: the offset after the last record read, while owned.
+    next: Vec<Option<i64>>,
+    metrics: Arc<Metrics>,
     /// The current record's value, copied out of librdkafka's buffer.
     payload: Vec<u8>,
     epoch: Instant,
@@ -122,51 +42,140 @@ pub struct KafkaSource<W> {
 }
 
 impl<W> KafkaSource<W> {
-    /// A consumer of `topic` assigned to the `restored` partitions at their offsets.
+    /// A consumer of `topic` owning no partition yet; `commands` brings them.
     pub fn new(
         config: &ClientConfig,
         context: ClientHealth,
         topic: &str,
-        restored: Vec<Restored<W>>,
+        commands: Receiver<Command<W>>,
         epoch: Instant,
-        metrics: &Metrics,
-    ) -> Result<Self, SourceError> {
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KafkaError> {
         let consumer: BaseConsumer<ClientHealth> = config.create_with_context(context)?;
-        let mut tpl = TopicPartitionList::new();
-        for r in &restored {
-            let offset = r.next_offset.map_or(Offset::Beginning, Offset::Offset);
-            tpl.add_partition_offset(topic, r.partition as i32, offset)?;
-        }
-        consumer.assign(&tpl)?;
-        // The group's committed offsets, for `/status` until this process commits its own.
-        if let Ok(committed) = consumer.committed(Duration::from_secs(5)) {
-            for e in committed.elements_for_topic(topic) {
-                if let (Offset::Offset(offset), Some(stats)) =
-                    (e.offset(), metrics.partition(e.partition() as u32))
-                {
-                    stats.committed.store(offset, Relaxed);
-                }
-            }
-        }
         Ok(Self {
             consumer,
-            pending: restored.into(),
+            topic: topic.to_owned(),
+            commands,
+            retry: None,
+            next: vec![None; metrics.partitions.len()],
+            metrics,
             payload: Vec::with_capacity(64 * 1024),
             epoch,
-            errors_logged: Instant::now().checked_sub(Duration::from_mins(1)).unwrap(),
+            errors_logged: Instant::now()
+                .checked_sub(Duration::from_mins(1))
+                .unwrap_or_else(Instant::now),
         })
+    }
+
+    fn partition_list(&self, partition: u32, offset: Option<i64>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        let offset = offset.map_or(Offset::Invalid, Offset::Offset);
+        // A partition number of the topic's metadata always fits.
+        let _ = tpl.add_partition_offset(&self.topic, partition as i32, offset);
+        tpl
+    }
+
+    /// Adds `a`'s partition to the consumer at its offset.
+    fn own(&mut self, a: Acquisition<W>) -> Option<Acquisition<W>> {
+        let tpl = self.partition_list(a.partition, Some(a.next_offset));
+        match self.consumer.incremental_assign(&tpl) {
+            Ok(()) => {
+                if let Some(next) = self.next.get_mut(a.partition as usize) {
+                    *next = Some(a.next_offset);
+                }
+                Some(a)
+            }
+            Err(error) => {
+                tracing::warn!(partition = a.partition, %error, "cannot assign the partition; retrying");
+                self.retry = Some(a);
+                None
+            }
+        }
+    }
+
+    fn release(&mut self, partition: u32) {
+        let tpl = self.partition_list(partition, None);
+        if let Err(error) = self.consumer.incremental_unassign(&tpl) {
+            tracing::error!(partition, %error, "cannot unassign the partition");
+        }
+        if let Some(next) = self.next.get_mut(partition as usize) {
+            *next = None;
+        }
+    }
+
+    /// A partition's next record is gone (deleted by retention) or past the end (the
+    /// log was truncated): finds which, counts what was lost, and resumes at the
+    /// nearest record there is.
+    fn reposition(&mut self) {
+        for partition in 0..self.next.len() as u32 {
+            let Some(next) = self.next[partition as usize] else { continue };
+            let (low, high) = match self.consumer.fetch_watermarks(
+                &self.topic,
+                partition as i32,
+                OFFSETS_TIMEOUT,
+            ) {
+                Ok(w) => w,
+                Err(error) => {
+                    tracing::warn!(partition, %error, "cannot read the partition's offsets");
+                    continue;
+                }
+            };
+            let resume = if next < low {
+                let missing = low - next;
+                tracing::error!(
+                    partition,
+                    from = next,
+                    to = low,
+                    missing,
+                    "input records were deleted by retention before they were processed: the partition's state lacks their events"
+                );
+                if let Some(stats) = self.metrics.partition(partition) {
+                    stats.gap_records.fetch_add(missing as u64, Relaxed);
+                }
+                low
+            } else if next > high {
+                tracing::error!(
+                    partition,
+                    next,
+                    high,
+                    "the input partition ends before records already processed (its log was truncated); resuming at its end"
+                );
+                high
+            } else {
+                continue;
+            };
+            self.next[partition as usize] = Some(resume);
+            if let Err(error) = self.consumer.seek(
+                &self.topic,
+                partition as i32,
+                Offset::Offset(resume),
+                OFFSETS_TIMEOUT,
+            ) {
+                tracing::error!(partition, %error, "cannot move the partition to its earliest record");
+            }
+        }
     }
 }
 
 impl<W: Send + 'static> Source<W> for KafkaSource<W> {
     fn poll(&mut self, wait: Duration) -> Polled<'_, W> {
-        if let Some(r) = self.pending.pop_front() {
-            return Polled::Assign {
-                partition: r.partition,
-                next_offset: r.next_offset.unwrap_or(0),
-                world: r.world,
-                snapshot_ms: r.snapshot_ms,
-            };
+        if let Some(a) = self.retry.take()
+            && let Some(a) = self.own(a)
+        {
+            return Polled::Assign(a);
+        }
+        match self.commands.try_recv() {
+            Ok(Command::Own(a)) => {
+                return match self.own(a) {
+                    Some(a) => Polled::Assign(a),
+                    None => Polled::Idle,
+                };
+            }
+            Ok(Command::Release { partition, epoch, fenced }) => {
+                self.release(partition);
+                return Polled::Revoke { partition, epoch, fenced };
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
         }
         match self.consumer.poll(wait) {
             None => Polled::Idle,
@@ -178,13 +187,22 @@ impl<W: Send + 'static> Source<W> for KafkaSource<W> {
                 };
                 self.payload.clear();
                 self.payload.extend_from_slice(m.payload().unwrap_or_default());
-                let meta = RecordMeta {
+                let meta = gameshard_engine::RecordMeta {
                     partition: m.partition() as u32,
                     offset: m.offset(),
                     timestamp_ms,
                     arrival_ns,
                 };
+                if let Some(next) = self.next.get_mut(meta.partition as usize)
+                    && next.is_some()
+                {
+                    *next = Some(meta.offset + 1);
+                }
                 Polled::Record(Record { meta, payload: &self.payload })
+            }
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                self.reposition();
+                Polled::Idle
             }
             Some(Err(error)) => {
                 if self.errors_logged.elapsed() > Duration::from_secs(5) {
