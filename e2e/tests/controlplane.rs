@@ -5,6 +5,7 @@
 //!
 //! One control plane serves every test here; each test has its own namespaces.
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use gameshard_crds::GameShard;
@@ -601,6 +602,8 @@ async fn one_of_two_operators_leads_and_a_killed_leader_hands_over_within_the_le
     assert!(handover <= LEASE_DURATION + Duration::from_secs(2), "handover took {handover:?}");
 }
 
+// One scenario, from the GameShard to its pods, their updates and the status.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_loop_runs_pods_through_the_node_agent_with_exact_updates_and_an_observed_p99() {
     let Some(cp) = ControlPlane::shared() else { return };
@@ -706,7 +709,7 @@ async fn the_whole_loop_runs_pods_through_the_node_agent_with_exact_updates_and_
                     .map(|(_, body)| body)
                     .unwrap_or_default();
                 let log = gameshard_e2e::harness::controlplane::tail(&agent.log(pod), 15);
-                report.push_str(&format!("\n--- {pod} /status: {status}\n{log}"));
+                let _ = write!(report, "\n--- {pod} /status: {status}\n{log}");
             }
             panic!("the updates do not match the model within 120 s: {why}{report}");
         }
