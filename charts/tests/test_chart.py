@@ -92,7 +92,7 @@ ALERT_NAMES = {
 # exactly what the operator does (e2e/tests/controlplane.rs runs it with these rules on a
 # real API server), so a grant added here must be a request the operator makes.
 OPERATOR_RULES = {
-    (("gameshard.io",), ("gameshards",), frozenset({"list", "watch"})),
+    (("gameshard.io",), ("gameshards",), frozenset({"list", "watch", "patch"})),
     (("gameshard.io",), ("gameshards/status",), frozenset({"patch"})),
     (("apps",), ("statefulsets",), frozenset({"get", "list", "watch", "create", "patch"})),
     (("",), ("services",), frozenset({"list", "watch", "create", "patch"})),

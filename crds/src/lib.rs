@@ -1,5 +1,6 @@
 //! The `GameShard` custom resource: one hot zone of a game world, served by a set of
-//! data-plane pods that the gameshard operator keeps sized, placed and healthy.
+//! data-plane pods that the gameshard operator keeps sized, placed and healthy. The
+//! control topic's messages are in `gameshard-control`.
 //!
 //! Only API types live here (serde, schemars, the kube derive): no client, no runtime.
 //! `gameshard-operator crd` prints the CustomResourceDefinition generated from them.
@@ -28,6 +29,11 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     /// Something stops the shard from being served as specified; the reason says what.
     pub const DEGRADED: &str = "Degraded";
+    /// The autoscaler wants more or fewer pods than its bounds allow, or cannot decide
+    /// (its signals are missing or stale).
+    pub const SCALING_LIMITED: &str = "ScalingLimited";
+    /// The observed p99 is above the target.
+    pub const SLO_BREACHED: &str = "SLOBreached";
 }
 
 /// A hot zone of the game world: the Kafka topics of its events and updates, and how
@@ -47,12 +53,18 @@ pub mod condition {
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas","description":"Data-plane pods"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Ready data-plane pods"}"#,
     printcolumn = r#"{"name":"P99","type":"string","jsonPath":".status.observedP99","description":"Observed p99 event latency"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Target","type":"number","jsonPath":".spec.latency.p99TargetMs","description":"p99 target, milliseconds"}"#,
+    printcolumn = r#"{"name":"Epoch","type":"integer","jsonPath":".status.assignmentEpoch","description":"Partition assignment epoch","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    )
 )]
-#[x_kube(validation = Rule::new("self.replicas.min <= self.replicas.max").message("replicas.min must not exceed replicas.max"))]
-// On `min`, not `max`: `max` defaults to 64, and the operator never runs more pods than
-// partitions anyway, so only a minimum above the partitions asks for the impossible.
-#[x_kube(validation = Rule::new("!has(self.partitions) || self.replicas.min <= self.partitions").message("replicas.min must not exceed partitions: a pod without a partition serves nothing"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling.maxReplicas) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.partitions) || !has(self.autoscaling.maxReplicas) || self.autoscaling.maxReplicas <= self.partitions").message("autoscaling.maxReplicas must not exceed partitions: a pod without a partition serves nothing"))]
+#[x_kube(validation = Rule::new("!has(self.partitions) || !has(self.replicas) || self.replicas <= self.partitions").message("replicas must not exceed partitions: a pod without a partition serves nothing"))]
 #[serde(rename_all = "camelCase")]
 pub struct GameShardSpec {
     /// The Kafka cluster and the zone's topics.
@@ -62,14 +74,21 @@ pub struct GameShardSpec {
     /// rather than served with the wrong count.
     #[schemars(range(min = 1, max = 10000))]
     pub partitions: Option<i32>,
-    /// Partitions each data-plane pod owns, which sizes the shard when it is not
-    /// autoscaled: replicas = ceil(partitions / partitionsPerPod), within the bounds.
+    /// Partitions each data-plane pod owns while `replicas` is unset: replicas =
+    /// ceil(partitions / partitionsPerPod), within the autoscaling bounds.
     #[serde(default = "default_partitions_per_pod")]
     #[schemars(range(min = 1, max = 10000))]
     pub partitions_per_pod: i32,
-    /// Bounds on the number of data-plane pods.
-    #[serde(default)]
-    pub replicas: ReplicaBounds,
+    /// Data-plane pods. The scale subresource writes it: the operator's own autoscaler
+    /// in `Auto` mode, or a `HorizontalPodAutoscaler` or KEDA when they drive the shard
+    /// (`kubectl scale gs/<name> --replicas=N` too); the operator then moves
+    /// partitions to or from the pods one at a time. Unset, it is ceil(partitions /
+    /// partitionsPerPod).
+    // Left out when unset: the API server refuses a null at the scale subresource's
+    // specReplicasPath.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub replicas: Option<i32>,
     /// The latency objective the shard is scaled and alerted on.
     #[serde(default)]
     pub latency: LatencySpec,
@@ -79,6 +98,9 @@ pub struct GameShardSpec {
     /// How the operator scales the shard on its observed latency.
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,
+    /// How partitions move between pods.
+    #[serde(default)]
+    pub handoff: HandoffSpec,
     /// While true the operator changes nothing for this shard: no apply, no scaling, no
     /// topic creation. Status still reports what it sees.
     #[serde(default)]
@@ -161,33 +183,6 @@ pub struct SecretRef {
     /// The Secret's name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-}
-
-/// Bounds on the number of data-plane pods.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-pub struct ReplicaBounds {
-    /// Fewest pods.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1))]
-    pub min: i32,
-    /// Most pods; the operator never runs more than the partition count.
-    #[serde(default = "default_max_replicas")]
-    #[schemars(range(min = 1))]
-    pub max: i32,
-}
-
-impl Default for ReplicaBounds {
-    fn default() -> Self {
-        Self { min: one(), max: default_max_replicas() }
-    }
-}
-
-fn one() -> i32 {
-    1
-}
-
-fn default_max_replicas() -> i32 {
-    64
 }
 
 /// The latency objective.
@@ -288,38 +283,81 @@ pub struct Placement {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
-    /// `Auto` scales the pods; `Recommend` only reports the desired replicas in status;
-    /// `Off` sizes the shard from `partitionsPerPod` alone.
+    /// `Auto` scales the pods (it writes `spec.replicas` through the scale
+    /// subresource); `Recommend` only reports the replicas it would run in
+    /// `status.desiredReplicas`; `Off` leaves `spec.replicas` to people or to another
+    /// autoscaler.
     #[serde(default)]
     pub mode: AutoscalingMode,
-    /// How long the p99 must stay above target before scaling up, in seconds.
+    /// Fewest pods.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Most pods; at most, and by default, the partition count.
+    #[schemars(range(min = 1))]
+    pub max_replicas: Option<i32>,
+    /// How long the p99 (or the lag) must stay above target before scaling up, in
+    /// seconds.
     #[serde(default = "default_up_window")]
     #[schemars(range(min = 0))]
     pub scale_up_window_seconds: i64,
-    /// How long the p99 must stay well under target before scaling down, in seconds.
+    /// How long the p99 must stay well under target (see `scaleDownBelow`) before
+    /// scaling down, in seconds.
     #[serde(default = "default_down_window")]
     #[schemars(range(min = 0))]
     pub scale_down_window_seconds: i64,
-    /// Most pods added or removed in one step.
-    #[serde(default = "one")]
+    /// "Well under": the share of the target the p99 must stay below to scale down.
+    #[serde(default = "default_scale_down_below")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub scale_down_below: f64,
+    /// Scale down only while the remaining pods would stay below this share of their
+    /// busiest thread's CPU time.
+    #[serde(default = "default_target_utilization")]
+    #[schemars(range(min = 0.05, max = 1.0))]
+    pub target_utilization: f64,
+    /// Records a partition may lag behind before that alone counts as a breach: lag
+    /// grows before latency does.
+    #[serde(default = "default_max_lag")]
+    #[schemars(range(min = 1))]
+    pub max_lag_records: i64,
+    /// Most pods added or removed in one step; a larger breach takes a larger step.
+    #[serde(default = "default_max_step")]
     #[schemars(range(min = 1))]
     pub max_step: i32,
     /// Least time between two scaling steps, in seconds.
     #[serde(default = "default_cooldown")]
     #[schemars(range(min = 0))]
     pub cooldown_seconds: i64,
+    /// How often the signals are read and the policy evaluated, in seconds.
+    #[serde(default = "default_interval")]
+    #[schemars(range(min = 1))]
+    pub interval_seconds: i64,
+    /// A Prometheus server to read the signals from (`histogram_quantile` over the
+    /// pods' latency histograms). Without it the operator scrapes the pods itself.
+    pub prometheus: Option<PrometheusSpec>,
 }
 
 impl Default for AutoscalingSpec {
     fn default() -> Self {
         Self {
             mode: AutoscalingMode::default(),
+            min_replicas: one(),
+            max_replicas: None,
             scale_up_window_seconds: default_up_window(),
             scale_down_window_seconds: default_down_window(),
-            max_step: one(),
+            scale_down_below: default_scale_down_below(),
+            target_utilization: default_target_utilization(),
+            max_lag_records: default_max_lag(),
+            max_step: default_max_step(),
             cooldown_seconds: default_cooldown(),
+            interval_seconds: default_interval(),
+            prometheus: None,
         }
     }
+}
+
+fn one() -> i32 {
+    1
 }
 
 fn default_up_window() -> i64 {
@@ -330,8 +368,41 @@ fn default_down_window() -> i64 {
     600
 }
 
+fn default_scale_down_below() -> f64 {
+    0.5
+}
+
+fn default_target_utilization() -> f64 {
+    0.6
+}
+
+fn default_max_lag() -> i64 {
+    10_000
+}
+
+fn default_max_step() -> i32 {
+    2
+}
+
 fn default_cooldown() -> i64 {
-    300
+    120
+}
+
+fn default_interval() -> i64 {
+    15
+}
+
+/// A Prometheus server the autoscaler queries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// Base URL of its HTTP API, e.g. `http://prometheus-operated.monitoring:9090`.
+    #[schemars(length(min = 1), regex(pattern = r"^https?://"))]
+    pub url: String,
+    /// Label matchers added to every query besides `shard="<name>"`, for example
+    /// `namespace="game"` where several namespaces have shards of the same name.
+    #[serde(default)]
+    pub matchers: BTreeMap<String, String>,
 }
 
 /// Autoscaling modes.
@@ -344,8 +415,34 @@ pub enum AutoscalingMode {
     /// Report the desired replicas without acting on them.
     #[default]
     Recommend,
-    /// Size from `partitionsPerPod` alone.
+    /// Do nothing: `spec.replicas` is left to people or to another autoscaler.
     Off,
+}
+
+/// How partitions move between pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffSpec {
+    /// Partitions moving between pods at once. One by default, so that a scale step
+    /// pauses at most one partition at a time.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: i32,
+    /// How long a pod taking a partition waits for its former owner's release before it
+    /// restores the latest snapshot without it (the former owner crashed), in seconds.
+    #[serde(default = "default_release_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub release_timeout_seconds: i32,
+}
+
+impl Default for HandoffSpec {
+    fn default() -> Self {
+        Self { max_in_flight: one(), release_timeout_seconds: default_release_timeout() }
+    }
+}
+
+fn default_release_timeout() -> i32 {
+    10
 }
 
 /// What the operator observes of the shard.
@@ -377,7 +474,14 @@ pub struct GameShardStatus {
     pub desired_replicas: Option<i32>,
     /// When the shard was last scaled.
     pub last_scale_time: Option<Time>,
-    /// Ready, Progressing and Degraded, with reasons.
+    /// The last decision of the autoscaler, for people: what it saw and what it did.
+    pub last_scale_decision: Option<String>,
+    /// Partitions moving between pods now.
+    #[serde(default)]
+    pub handoffs_in_flight: i32,
+    /// Label selector of the data-plane pods, for the scale subresource (HPA, KEDA).
+    pub selector: Option<String>,
+    /// `Ready`, `Progressing`, `Degraded`, `ScalingLimited` and `SLOBreached`, with reasons.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -415,42 +519,6 @@ impl GameShard {
     }
 }
 
-/// Messages on a shard's control topic, from the operator to the data-plane pods.
-pub mod control {
-    use serde::{Deserialize, Serialize};
-
-    use super::PodAssignment;
-
-    /// Record key of an assignment message.
-    pub const ASSIGNMENT_KEY: &[u8] = b"assignment";
-
-    /// Which pod owns which input partitions from `epoch` on. The latest message on the
-    /// control topic is the assignment in force; a pod owns exactly the partitions listed
-    /// for it.
-    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-    pub struct Assignment {
-        /// Increases with every change of the assignment.
-        pub epoch: i64,
-        /// The shard's name.
-        pub shard: String,
-        /// Partitions of the input topic.
-        pub partitions: i32,
-        /// The partitions of each pod.
-        pub pods: Vec<PodAssignment>,
-    }
-
-    impl Assignment {
-        /// The partitions `pod` owns.
-        pub fn partitions_of(&self, pod: &str) -> Vec<u32> {
-            self.pods
-                .iter()
-                .filter(|p| p.pod == pod)
-                .flat_map(|p| p.partitions.iter().filter_map(|&n| u32::try_from(n).ok()))
-                .collect()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,8 +528,8 @@ mod tests {
         let from_empty: DataPlaneSpec = serde_json::from_str("{}").unwrap();
         assert_eq!(from_empty, DataPlaneSpec::default());
         assert_eq!(from_empty.cpus, 2);
-        let bounds: ReplicaBounds = serde_json::from_str("{}").unwrap();
-        assert_eq!(bounds, ReplicaBounds::default());
+        let handoff: HandoffSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(handoff, HandoffSpec::default());
         let scaling: AutoscalingSpec = serde_json::from_str("{}").unwrap();
         assert_eq!(scaling, AutoscalingSpec::default());
         let latency: LatencySpec = serde_json::from_str("{}").unwrap();

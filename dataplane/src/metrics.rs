@@ -372,6 +372,7 @@ impl Metrics {
         );
 
         self.gaps(w, &shard);
+        thread_cpu(w, &shard);
 
         for (name, help, v) in [
             ("gameshard_records_total", "Input records read.", &self.records),
@@ -491,6 +492,46 @@ impl Metrics {
     }
 }
 
+/// The pipeline threads, by the names they are spawned with, and their metric labels.
+const THREADS: [(&str, &str); 3] =
+    [("gs-io", "io"), ("gs-state", "state"), ("gs-publish", "publisher")];
+
+/// CPU time of each pipeline thread, read from the kernel at scrape time (nothing on
+/// the hot path): the autoscaler's measure of how busy a pod is. A thread near one
+/// second per second is the pod's limit.
+fn thread_cpu(w: &mut String, shard: &str) {
+    family(
+        w,
+        "gameshard_thread_cpu_seconds_total",
+        "counter",
+        "CPU time of each pipeline thread (io, state, publisher).",
+    );
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+    let mut seconds = [None; THREADS.len()];
+    for task in tasks.flatten() {
+        let path = task.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
+        let Some(i) = THREADS.iter().position(|(name, _)| *name == comm.trim_end()) else {
+            continue;
+        };
+        // The first field of schedstat is the time on a CPU, in nanoseconds.
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(ns) = ns {
+            *seconds[i].get_or_insert(0.0) += ns as f64 / 1e9;
+        }
+    }
+    for ((_, label), seconds) in THREADS.iter().zip(seconds) {
+        if let Some(seconds) = seconds {
+            let _ = writeln!(
+                w,
+                "gameshard_thread_cpu_seconds_total{{shard=\"{shard}\",thread=\"{label}\"}} {seconds}"
+            );
+        }
+    }
+}
+
 fn family(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -566,6 +607,39 @@ mod tests {
         assert_eq!(shared.quantile_upper_bound(0.5), Some(0.000_1));
         assert_eq!(shared.quantile_upper_bound(0.99), Some(0.000_1));
         assert_eq!(shared.quantile_upper_bound(1.0), Some(0.002));
+    }
+
+    #[test]
+    fn a_pipeline_threads_cpu_time_is_exported_under_its_label() {
+        let spin = std::thread::Builder::new()
+            .name("gs-state".into())
+            .spawn(|| {
+                // Busy until this thread has had 50 ms on a CPU, however loaded the
+                // machine is.
+                let on_cpu = || -> u64 {
+                    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+                    stat.split_whitespace().next().unwrap().parse().unwrap()
+                };
+                let mut x = 0u64;
+                while on_cpu() < 50_000_000 {
+                    for _ in 0..10_000 {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                }
+                let page = Metrics::new("z", 1, &[]).render(0);
+                (x, page)
+            })
+            .unwrap();
+        let (_, page) = spin.join().unwrap();
+        let line = page
+            .lines()
+            .find(|l| {
+                l.starts_with(r#"gameshard_thread_cpu_seconds_total{shard="z",thread="state"}"#)
+            })
+            .unwrap_or_else(|| panic!("the state thread's CPU time: {page}"));
+        let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((0.05..5.0).contains(&seconds), "at least its 50 ms on a CPU: {seconds}");
+        assert!(!page.contains(r#"thread="io""#), "no IO thread runs here");
     }
 
     #[test]

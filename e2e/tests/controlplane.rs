@@ -212,18 +212,23 @@ async fn the_charts_crd_accepts_the_smallest_shard_and_rejects_each_bad_spec_wit
         ),
         (
             "min above max",
-            json!({"spec": {"replicas": {"min": 5, "max": 4}}}),
-            "spec: Invalid value: replicas.min must not exceed replicas.max",
+            json!({"spec": {"autoscaling": {"minReplicas": 5, "maxReplicas": 4}}}),
+            "spec: Invalid value: autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
         ),
         (
-            "min above the partitions",
-            json!({"spec": {"replicas": {"min": 17, "max": 20}}}),
-            "spec: Invalid value: replicas.min must not exceed partitions: a pod without a partition serves nothing",
+            "max above the partitions",
+            json!({"spec": {"autoscaling": {"maxReplicas": 17}}}),
+            "spec: Invalid value: autoscaling.maxReplicas must not exceed partitions: a pod without a partition serves nothing",
         ),
         (
-            "max below 1",
-            json!({"spec": {"replicas": {"max": 0}}}),
-            "spec.replicas.max in body should be greater than or equal to 1",
+            "replicas above the partitions",
+            json!({"spec": {"replicas": 17}}),
+            "spec: Invalid value: replicas must not exceed partitions: a pod without a partition serves nothing",
+        ),
+        (
+            "zero replicas",
+            json!({"spec": {"replicas": 0}}),
+            "spec.replicas in body should be greater than or equal to 1",
         ),
     ];
     let mut failures = Vec::new();
@@ -411,9 +416,8 @@ fn example(namespace: &str, bootstrap: &str) -> Value {
             "kafka": {"bootstrapServers": bootstrap},
             "partitions": 4,
             "partitionsPerPod": 2,
-            "replicas": {"min": 1, "max": 4},
             "dataplane": {"cpus": 1, "memory": "256Mi"},
-            "autoscaling": {"mode": "Off"},
+            "autoscaling": {"mode": "Off", "minReplicas": 1, "maxReplicas": 4},
         }}),
     );
     shard

@@ -1,12 +1,12 @@
 //! The reconciler: reads a GameShard and what Kafka holds, applies the desired objects
 //! with server-side apply, publishes the partition assignment, and writes the status.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gameshard_crds::control::{ASSIGNMENT_KEY, Assignment};
-use gameshard_crds::{GameShard, GameShardStatus};
+use gameshard_crds::{GameShard, GameShardStatus, PodAssignment};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -15,11 +15,13 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch,
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::desired::{self, FIELD_MANAGER, Inputs};
+use crate::handoff::{self, Driver, Seen, Target};
 use crate::latency::{self, Http, Scrape, Windows};
 use crate::metrics::{Metrics, ShardGauges};
 use crate::status::{self, Observed, Problem};
@@ -30,6 +32,72 @@ use crate::{Error, Result};
 const RESYNC: Duration = Duration::from_secs(60);
 /// How soon a shard with a problem is looked at again.
 const RETRY: Duration = Duration::from_secs(15);
+/// How soon a shard whose partitions are moving is looked at again: a scale-down
+/// removes its pods once their partitions have left.
+const MOVING: Duration = Duration::from_secs(2);
+
+/// The finalizer that lets a deleted shard's control-topic messages and metric series
+/// go before the shard does.
+pub const FINALIZER: &str = "gameshard.io/cleanup";
+
+/// How long cleaning up a deleted shard's control-topic messages is retried before it
+/// is given up (the cluster may be gone for good), with a Warning event.
+const CLEANUP_PATIENCE: Duration = Duration::from_mins(2);
+
+/// The handoff driver of each shard, with what it was started on.
+#[derive(Default)]
+pub struct Drivers {
+    running: Mutex<HashMap<(String, String), Running>>,
+}
+
+struct Running {
+    cluster: Cluster,
+    topic: String,
+    driver: Arc<Driver>,
+}
+
+impl Drivers {
+    /// The driver of shard `key` on `topic` of `cluster`, started (or restarted, when
+    /// either changed) now if need be.
+    pub fn get<K: Kafka>(
+        &self,
+        kafka: &K,
+        key: (&str, &str),
+        cluster: &Cluster,
+        topic: &str,
+    ) -> Arc<Driver> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (key.0.to_owned(), key.1.to_owned());
+        if let Some(r) = running.get(&key)
+            && r.cluster == *cluster
+            && r.topic == topic
+        {
+            return Arc::clone(&r.driver);
+        }
+        let driver = Arc::new(Driver::start(kafka.control(cluster, topic), key.1.clone()));
+        running.insert(
+            key,
+            Running {
+                cluster: cluster.clone(),
+                topic: topic.to_owned(),
+                driver: Arc::clone(&driver),
+            },
+        );
+        driver
+    }
+
+    /// What the driver of shard (`namespace`, `name`) has seen, if it runs.
+    pub fn seen(&self, namespace: &str, name: &str) -> Option<Seen> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.get(&(namespace.to_owned(), name.to_owned())).map(|r| r.driver.seen())
+    }
+
+    /// Stops the driver of a deleted shard; returns what it saw.
+    pub fn stop(&self, namespace: &str, name: &str) -> Option<Seen> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.remove(&(namespace.to_owned(), name.to_owned())).map(|r| r.driver.seen())
+    }
+}
 
 /// What the reconciler needs.
 pub struct Context<K, S = Http> {
@@ -49,6 +117,8 @@ pub struct Context<K, S = Http> {
     pub default_image: String,
     /// Whether the cluster serves the Prometheus Operator's ServiceMonitor.
     pub service_monitors: bool,
+    /// Each shard's handoff driver.
+    pub drivers: Drivers,
 }
 
 impl<K, S> Context<K, S> {
@@ -72,6 +142,7 @@ impl<K, S> Context<K, S> {
             metrics,
             default_image,
             service_monitors,
+            drivers: Drivers::default(),
         }
     }
 }
@@ -81,50 +152,64 @@ pub fn reporter(instance: Option<String>) -> Reporter {
     Reporter { controller: FIELD_MANAGER.to_owned(), instance }
 }
 
-/// Reconciles one GameShard.
+/// Reconciles one GameShard, behind the finalizer that cleans up after its deletion.
 pub async fn reconcile<K: Kafka, S: Scrape>(
     shard: Arc<GameShard>,
     ctx: Arc<Context<K, S>>,
 ) -> Result<Action> {
     let started = Instant::now();
-    let result = reconcile_inner(&shard, &ctx).await;
+    let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
+    let name = shard.name_any();
+    let api: Api<GameShard> = Api::namespaced(ctx.client.clone(), &ns);
+    // A problem outside the cluster is a served reconcile with a Degraded status, and a
+    // failure for the metric.
+    let problem = Mutex::new(None);
+    let result = finalizer(&api, FINALIZER, shard, |event| async {
+        let outcome = match event {
+            finalizer::Event::Apply(shard) => serve(&shard, &ctx).await?,
+            finalizer::Event::Cleanup(shard) => cleanup(&shard, &ctx).await?,
+        };
+        Ok(match outcome {
+            Outcome::Served => Action::requeue(RESYNC),
+            Outcome::Moving => Action::requeue(MOVING),
+            Outcome::Problem(p) => {
+                *problem.lock().unwrap_or_else(PoisonError::into_inner) = Some(p.reason());
+                Action::requeue(RETRY)
+            }
+            Outcome::Deleted => Action::await_change(),
+        })
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    });
     let failure = match &result {
-        Ok(Outcome::Served | Outcome::Deleted) => None,
-        Ok(Outcome::Problem(p)) => Some(p.reason()),
+        Ok(_) => *problem.lock().unwrap_or_else(PoisonError::into_inner),
         Err(e) => Some(e.metric_label()),
     };
-    let namespace = shard.namespace().unwrap_or_default();
-    ctx.metrics.reconciled(&namespace, &shard.name_any(), started.elapsed().as_secs_f64(), failure);
-    match result? {
-        Outcome::Served => Ok(Action::requeue(RESYNC)),
-        Outcome::Problem(_) => Ok(Action::requeue(RETRY)),
-        Outcome::Deleted => Ok(Action::await_change()),
-    }
+    ctx.metrics.reconciled(&ns, &name, started.elapsed().as_secs_f64(), failure);
+    result
 }
 
 /// What a reconciliation found.
 #[derive(Debug)]
-enum Outcome {
+pub enum Outcome {
     /// The shard is served as specified (or paused).
     Served,
+    /// The shard is served, and partitions are moving between its pods.
+    Moving,
     /// Something outside the cluster stops it; reported as Degraded.
     Problem(Problem),
-    /// The shard is being deleted: its objects go with it through their owner
-    /// references, and its topics stay (they hold the game's data).
+    /// The shard is being deleted: its control-topic messages and metric series went,
+    /// its objects go with it through their owner references, and its topics stay
+    /// (they hold the game's data).
     Deleted,
 }
 
-async fn reconcile_inner<K: Kafka, S: Scrape>(
-    shard: &GameShard,
-    ctx: &Context<K, S>,
-) -> Result<Outcome> {
+async fn serve<K: Kafka, S: Scrape>(shard: &GameShard, ctx: &Context<K, S>) -> Result<Outcome> {
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
     let name = shard.name_any();
-    if shard.meta().deletion_timestamp.is_some() {
-        ctx.metrics.forget(&ns, &name);
-        ctx.latency.forget(&ns, &name);
-        return Ok(Outcome::Deleted);
-    }
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
 
     if shard.spec.paused {
@@ -148,37 +233,14 @@ async fn reconcile_inner<K: Kafka, S: Scrape>(
     };
 
     let replicas = desired::replicas_for(shard, partitions);
-    let inputs = Inputs { shard, partitions, replicas, default_image: &ctx.default_image };
+    let names = desired::pod_names(shard, replicas);
+    let Steering { seen, pending, running } =
+        steer(shard, ctx, &cluster, partitions, &names).await?;
     let previous = shard.status.clone().unwrap_or_default();
-    let assignment = desired::assignment(partitions, &desired::pod_names(shard, replicas));
-    let epoch = match previous.assignment_epoch {
-        Some(epoch) if previous.assignment == assignment => epoch,
-        epoch => {
-            let epoch = epoch.unwrap_or(0) + 1;
-            let message =
-                Assignment { epoch, shard: name.clone(), partitions, pods: assignment.clone() };
-            let value = serde_json::to_vec(&message).expect("an assignment serializes");
-            if let Err(e) =
-                ctx.kafka.publish(&cluster, &shard.control_topic(), ASSIGNMENT_KEY, &value).await
-            {
-                let problem = kafka_problem(&e);
-                let mut observed = observe(shard, None);
-                observed.problem = Some((problem, format!("publishing the assignment: {e}")));
-                write_status(shard, ctx, &observed, previous).await?;
-                return Ok(Outcome::Problem(problem));
-            }
-            publish_event(
-                ctx,
-                shard,
-                EventType::Normal,
-                "AssignmentPublished",
-                "Assign",
-                &format!("epoch {epoch}: {partitions} partitions over {replicas} pods"),
-            )
-            .await;
-            epoch
-        }
-    };
+    // Until the driver has read the control topic, which pods hold partitions is not
+    // known: no pod is removed meanwhile.
+    let running = if seen.caught_up { running } else { running.max(previous.replicas) };
+    let inputs = Inputs { shard, partitions, replicas: running, default_image: &ctx.default_image };
 
     let sts = apply(shard, ctx, &inputs).await?;
     if shard.meta().generation != previous.observed_generation {
@@ -192,28 +254,166 @@ async fn reconcile_inner<K: Kafka, S: Scrape>(
         )
         .await;
     }
-    if previous.replicas != 0 && previous.replicas != replicas {
+    if previous.replicas != 0 && previous.replicas != running {
         publish_event(
             ctx,
             shard,
             EventType::Normal,
             "Scaled",
             "Scale",
-            &format!("from {} to {replicas} pods", previous.replicas),
+            &format!("from {} to {running} pods", previous.replicas),
         )
         .await;
     }
 
-    let observed = observe(shard, Some(&sts));
+    let in_flight =
+        seen.log.assignment.as_ref().map_or(0, |a| handoff::in_flight(&seen.log, a, &names).len());
+    let moving = pending || in_flight > 0 || running > replicas;
+    let observed = Observed { moving: moving.then_some(in_flight), ..observe(shard, Some(&sts)) };
     let status = GameShardStatus {
         partitions: Some(partitions),
-        assignment,
-        assignment_epoch: Some(epoch),
-        desired_replicas: Some(replicas),
+        assignment: status_assignment(&seen),
+        assignment_epoch: seen.log.assignment.as_ref().map(|a| a.epoch as i64),
+        handoffs_in_flight: in_flight as i32,
         ..previous
     };
     write_status(shard, ctx, &observed, status).await?;
-    Ok(Outcome::Served)
+    Ok(if moving { Outcome::Moving } else { Outcome::Served })
+}
+
+/// Where the shard's partitions are going, and the pods that must run meanwhile.
+struct Steering {
+    seen: Seen,
+    /// The driver has more to publish (or has not read the topic yet).
+    pending: bool,
+    /// Pods to run: the shard's, or more while a removed pod still holds partitions.
+    running: i32,
+}
+
+/// Points the shard's handoff driver at its pods: it moves partitions one at a time to
+/// the pods that are ready, and the pods that still hold partitions keep running until
+/// they have handed them over.
+async fn steer<K: Kafka, S>(
+    shard: &GameShard,
+    ctx: &Context<K, S>,
+    cluster: &Cluster,
+    partitions: i32,
+    names: &[String],
+) -> Result<Steering> {
+    let (ns, name) = (shard.namespace().ok_or(Error::NotNamespaced)?, shard.name_any());
+    let driver = ctx.drivers.get(&ctx.kafka, (&ns, &name), cluster, &shard.control_topic());
+    let seen = driver.seen();
+    // Until the driver has read the control topic's history it cannot tell a first
+    // assignment from a later one: the target waits.
+    let mut pending = !seen.caught_up;
+    if seen.caught_up {
+        let pods = if seen.log.assignment.is_none() {
+            // The first assignment goes to every pod there will be: none is ready before.
+            names.to_vec()
+        } else {
+            let ready = ready_pods(ctx, &ns, shard).await?;
+            names.iter().filter(|p| ready.contains(*p)).cloned().collect()
+        };
+        let target = Target {
+            shard: name.clone(),
+            partitions: partitions as u32,
+            pods,
+            max_in_flight: usize::try_from(shard.spec.handoff.max_in_flight).unwrap_or(1).max(1),
+        };
+        pending = !matches!(
+            handoff::next(&seen.log, &target, &handoff::plan(&seen.log, &target)),
+            handoff::Step::Done
+        );
+        driver.set_target(target);
+    }
+    let running = handoff::holders(&seen.log, names)
+        .iter()
+        .filter_map(|pod| pod.strip_prefix(&format!("{name}-"))?.parse::<i32>().ok())
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+        .max(names.len() as i32);
+    Ok(Steering { seen, pending, running })
+}
+
+/// The latest assignment, as the status shows it.
+fn status_assignment(seen: &Seen) -> Vec<PodAssignment> {
+    seen.log.assignment.as_ref().map_or_else(Vec::new, |a| {
+        a.pods
+            .iter()
+            .map(|p| PodAssignment {
+                pod: p.pod.clone(),
+                partitions: p.partitions.iter().map(|&n| n as i32).collect(),
+            })
+            .collect()
+    })
+}
+
+/// The shard's pods whose Ready condition is true.
+async fn ready_pods<K, S>(
+    ctx: &Context<K, S>,
+    ns: &str,
+    shard: &GameShard,
+) -> Result<BTreeSet<String>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods.list(&ListParams::default().labels(&desired::selector(shard))).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                && pod.metadata.deletion_timestamp.is_none()
+        })
+        .map(|pod| pod.name_any())
+        .collect())
+}
+
+/// Cleans up after a deleted shard: its handoff driver, its messages on the control
+/// topic (tombstones, which compaction acts on) and its metric series. Given up, with a
+/// Warning event, once the cluster has not answered for [`CLEANUP_PATIENCE`].
+async fn cleanup<K: Kafka, S: Scrape>(shard: &GameShard, ctx: &Context<K, S>) -> Result<Outcome> {
+    let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
+    let name = shard.name_any();
+    let seen = ctx.drivers.stop(&ns, &name);
+    let partitions = seen
+        .and_then(|s| s.log.assignment.map(|a| a.partitions))
+        .or_else(|| shard.status.as_ref().and_then(|s| s.partitions).map(|p| p as u32))
+        .or(shard.spec.partitions.map(|p| p as u32))
+        .unwrap_or(0);
+    let mut keys = vec![gameshard_control::assignment_key(&name)];
+    for p in 0..partitions {
+        keys.push(gameshard_control::release_key(&name, p));
+        keys.push(gameshard_control::acquired_key(&name, p));
+    }
+    let cleared = match cluster_of(shard, ctx, &ns).await? {
+        Ok(cluster) => ctx.kafka.tombstones(&cluster, &shard.control_topic(), &keys).await,
+        Err((_, message)) => Err(KafkaError::Refused(message)),
+    };
+    if let Err(e) = cleared {
+        let since = shard
+            .meta()
+            .deletion_timestamp
+            .as_ref()
+            .map_or(Duration::ZERO, |t| Timestamp::now().duration_since(t.0).unsigned_abs());
+        if since < CLEANUP_PATIENCE {
+            return Err(Error::Cleanup(e.to_string()));
+        }
+        publish_event(
+            ctx,
+            shard,
+            EventType::Warning,
+            "CleanupAbandoned",
+            "Delete",
+            &format!("the control topic's messages of this shard stay: {e}"),
+        )
+        .await;
+    }
+    ctx.metrics.forget(&ns, &name);
+    ctx.latency.forget(&ns, &name);
+    Ok(Outcome::Deleted)
 }
 
 /// Applies every desired object with server-side apply; returns the StatefulSet as the
@@ -243,13 +443,13 @@ async fn apply<K, S>(
     Ok(sts)
 }
 
-/// The input topic's partition count and the cluster to use, after creating the topics
-/// the shard writes; or the problem that stops it.
-async fn check_kafka<K: Kafka, S>(
+/// The shard's Kafka cluster with its settings and credentials; or the problem that
+/// stops reaching it.
+async fn cluster_of<K, S>(
     shard: &GameShard,
     ctx: &Context<K, S>,
     ns: &str,
-) -> Result<std::result::Result<(i32, Cluster), (Problem, String)>> {
+) -> Result<std::result::Result<Cluster, (Problem, String)>> {
     let spec = &shard.spec.kafka;
     let mut settings = spec.config.clone();
     if let Some(secret) = &spec.credentials_secret {
@@ -268,7 +468,21 @@ async fn check_kafka<K: Kafka, S>(
             }
         }
     }
-    let cluster = Cluster { bootstrap: spec.bootstrap_servers.clone(), settings };
+    Ok(Ok(Cluster { bootstrap: spec.bootstrap_servers.clone(), settings }))
+}
+
+/// The input topic's partition count and the cluster to use, after creating the topics
+/// the shard writes; or the problem that stops it.
+async fn check_kafka<K: Kafka, S>(
+    shard: &GameShard,
+    ctx: &Context<K, S>,
+    ns: &str,
+) -> Result<std::result::Result<(i32, Cluster), (Problem, String)>> {
+    let spec = &shard.spec.kafka;
+    let cluster = match cluster_of(shard, ctx, ns).await? {
+        Ok(cluster) => cluster,
+        Err(problem) => return Ok(Err(problem)),
+    };
     let mut names = vec![
         spec.input_topic.clone(),
         spec.output_topic.clone(),
@@ -360,6 +574,7 @@ fn observe(shard: &GameShard, sts: Option<&StatefulSet>) -> Observed {
         replicas,
         ready: status.ready_replicas.unwrap_or(0),
         updated: status.updated_replicas.unwrap_or(0),
+        moving: None,
     }
 }
 
@@ -376,6 +591,7 @@ async fn write_status<K, S: Scrape>(
     status.observed_generation = shard.meta().generation;
     status.replicas = observed.replicas;
     status.ready_replicas = observed.ready;
+    status.selector = Some(desired::selector(shard));
     let p99 = if observed.ready > 0 {
         let hosts = ready_pod_ips(ctx, shard, &ns).await;
         let port = desired::ADMIN_PORT as u16;
@@ -385,6 +601,7 @@ async fn write_status<K, S: Scrape>(
     };
     status.observed_p99 = p99.map(latency::display);
     status.observed_p99_ms = p99.map(|s| (s * 1e6).round() / 1e3);
+    let bounds = desired::replica_bounds(shard, status.partitions.unwrap_or(i32::MAX));
     ctx.metrics.shard(
         &ns,
         &shard.name_any(),
@@ -392,8 +609,8 @@ async fn write_status<K, S: Scrape>(
             replicas: observed.replicas,
             ready: observed.ready,
             desired: status.desired_replicas.unwrap_or(observed.replicas),
-            min: shard.spec.replicas.min,
-            max: shard.spec.replicas.max,
+            min: bounds.0,
+            max: bounds.1,
         },
     );
     let api: Api<GameShard> = Api::namespaced(ctx.client.clone(), &ns);

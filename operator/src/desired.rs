@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use gameshard_crds::{GameShard, PodAssignment};
+use gameshard_crds::GameShard;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
@@ -37,19 +37,40 @@ pub struct Inputs<'a> {
     pub shard: &'a GameShard,
     /// Partitions of its input topic.
     pub partitions: i32,
-    /// Data-plane pods.
+    /// Data-plane pods to run: the shard's replicas, or more while partitions are still
+    /// moving off the pods a scale-down removes.
     pub replicas: i32,
     /// The data-plane image when the resource names none.
     pub default_image: &'a str,
 }
 
-/// Pods for `partitions` partitions: one per `partitions_per_pod`, within the replica
-/// bounds, and never more pods than partitions.
+/// Pods for `partitions` partitions: `spec.replicas` when set (by a person, the scale
+/// subresource or the autoscaler), else one per `partitionsPerPod` within the
+/// autoscaling bounds; never more pods than partitions, never fewer than one.
 pub fn replicas_for(shard: &GameShard, partitions: i32) -> i32 {
     let spec = &shard.spec;
-    let per_pod = spec.partitions_per_pod.max(1);
-    let wanted = (partitions.max(1) + per_pod - 1) / per_pod;
-    wanted.clamp(spec.replicas.min.max(1), spec.replicas.max.max(1)).min(partitions.max(1))
+    let partitions = partitions.max(1);
+    let wanted = spec.replicas.unwrap_or_else(|| {
+        let per_pod = spec.partitions_per_pod.max(1);
+        let (min, max) = replica_bounds(shard, partitions);
+        ((partitions + per_pod - 1) / per_pod).clamp(min, max)
+    });
+    wanted.clamp(1, partitions)
+}
+
+/// The autoscaler's bounds for a shard of `partitions` partitions: `minReplicas` and
+/// `maxReplicas` (by default the partition count), never above the partition count.
+pub fn replica_bounds(shard: &GameShard, partitions: i32) -> (i32, i32) {
+    let a = &shard.spec.autoscaling;
+    let partitions = partitions.max(1);
+    let max = a.max_replicas.unwrap_or(partitions).clamp(1, partitions);
+    (a.min_replicas.clamp(1, max), max)
+}
+
+/// The label selector of the shard's data-plane pods, as the scale subresource reports
+/// it.
+pub fn selector(shard: &GameShard) -> String {
+    selector_labels(shard).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// The name of the shard's StatefulSet and Services.
@@ -121,6 +142,8 @@ pub fn dataplane_args(shard: &GameShard) -> Vec<String> {
         spec.latency.p99_target_ms.to_string(),
         "--output-framing".to_owned(),
         k.output_framing.flag().to_owned(),
+        "--handoff-timeout-secs".to_owned(),
+        spec.handoff.release_timeout_seconds.to_string(),
     ];
     if let Some(dlq) = &k.dead_letter_topic {
         args.extend(["--dlq-topic".to_owned(), dlq.clone()]);
@@ -370,21 +393,6 @@ pub fn service_monitor(shard: &GameShard) -> Value {
             "endpoints": [{"port": "admin", "path": "/metrics", "interval": "15s"}],
         }
     })
-}
-
-/// Contiguous, balanced ranges of partitions, one per pod in order: pod `i` of `n` owns
-/// `[i * p / n, (i + 1) * p / n)`, so counts differ by at most one.
-pub fn assignment(partitions: i32, pods: &[String]) -> Vec<PodAssignment> {
-    let n = i64::try_from(pods.len()).unwrap_or(i64::MAX).max(1);
-    let p = i64::from(partitions.max(0));
-    pods.iter()
-        .enumerate()
-        .map(|(i, pod)| {
-            let i = i as i64;
-            let (start, end) = (i * p / n, (i + 1) * p / n);
-            PodAssignment { pod: pod.clone(), partitions: (start..end).map(|x| x as i32).collect() }
-        })
-        .collect()
 }
 
 /// Every object the operator applies for the shard, as JSON, in apply order.

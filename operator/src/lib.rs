@@ -6,8 +6,10 @@
 //! ([`controller`]) reads, applies with server-side apply and writes status.
 
 pub mod admin;
+pub mod assignment;
 pub mod controller;
 pub mod desired;
+pub mod handoff;
 pub mod latency;
 pub mod leader;
 pub mod metrics;
@@ -24,6 +26,12 @@ pub enum Error {
     /// with objects read from the API).
     #[error("the GameShard has no namespace")]
     NotNamespaced,
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+    /// A deleted shard's control-topic messages could not be removed yet.
+    #[error("cleaning up the control topic: {0}")]
+    Cleanup(String),
 }
 
 impl Error {
@@ -35,6 +43,8 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "ApiError",
             Error::Kube(_) => "ApiUnreachable",
             Error::NotNamespaced => "NotNamespaced",
+            Error::Finalizer(_) => "Finalizer",
+            Error::Cleanup(_) => "CleanupFailed",
         }
     }
 }

@@ -220,7 +220,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reporter = controller::reporter(Some(identity));
     let ctx = Arc::new(Context::new(
         client.clone(),
-        RdKafka,
+        RdKafka::default(),
         Http,
         metrics,
         args.dataplane_image,

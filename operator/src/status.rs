@@ -49,6 +49,9 @@ pub struct Observed {
     pub ready: i32,
     /// Pods running the current pod template.
     pub updated: i32,
+    /// Partitions are moving between pods (this many waiting for their new owner), or
+    /// pods are waiting to be removed once theirs have left.
+    pub moving: Option<usize>,
 }
 
 /// Ready, Progressing and Degraded for `observed`, keeping each condition's
@@ -76,6 +79,12 @@ pub fn conditions(
             true,
             "RollingOut",
             format!("{} of {} pods updated, {} ready", o.updated, o.replicas, o.ready),
+        )
+    } else if let Some(in_flight) = o.moving {
+        (
+            true,
+            "Rebalancing",
+            format!("moving partitions between pods, {in_flight} waiting for their new owner"),
         )
     } else {
         (false, "UpToDate", "every pod runs the current spec".to_owned())
@@ -117,7 +126,7 @@ mod tests {
     }
 
     fn observed(ready: i32) -> Observed {
-        Observed { problem: None, paused: false, replicas: 3, ready, updated: 3 }
+        Observed { problem: None, paused: false, replicas: 3, ready, updated: 3, moving: None }
     }
 
     #[test]

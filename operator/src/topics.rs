@@ -1,21 +1,25 @@
 //! What the operator needs from a shard's Kafka cluster: partition counts, topic
-//! creation, and publishing the assignment on the control topic.
+//! creation, and the control topic (read from its start, appended to, and cleared of a
+//! deleted shard's messages).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// How long a metadata request may take before the cluster counts as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A Kafka cluster and the client settings to reach it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Cluster {
     /// Bootstrap servers.
     pub bootstrap: String,
@@ -24,7 +28,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    fn config(&self) -> ClientConfig {
+    /// Client settings for this cluster.
+    pub fn config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap).set("log_level", "3");
         for (k, v) in &self.settings {
@@ -72,19 +77,80 @@ pub trait Kafka: Send + Sync + 'static {
         topics: &[TopicSpec],
     ) -> impl Future<Output = Result<(), KafkaError>> + Send;
 
-    /// Writes one record to partition 0 of `topic` and waits for its acknowledgement.
-    fn publish(
+    /// Opens `topic` (a control topic, one partition) for reading from its start and
+    /// appending; the returned opener opens it again after a failure.
+    fn control(&self, cluster: &Cluster, topic: &str) -> Opener;
+
+    /// Writes a tombstone for each of `keys` to partition 0 of `topic`, so that
+    /// compaction removes their messages, and waits for the acknowledgements.
+    fn tombstones(
         &self,
         cluster: &Cluster,
         topic: &str,
-        key: &[u8],
-        value: &[u8],
+        keys: &[String],
     ) -> impl Future<Output = Result<(), KafkaError>> + Send;
 }
 
-/// [`Kafka`] through librdkafka.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RdKafka;
+/// A record of the control topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlRecord {
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Its value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A control topic, open for reading from its start and for appending.
+pub trait ControlLink: Send {
+    /// The offset the topic ended at when it was opened: reading up to it reads its
+    /// whole history.
+    fn end(&self) -> i64;
+    /// The next record.
+    fn next(&mut self) -> BoxFuture<'_, Result<ControlRecord, KafkaError>>;
+    /// Appends a record and waits for its acknowledgement.
+    fn publish(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), KafkaError>>;
+}
+
+/// Opens a control topic, again after each failure.
+pub type Opener =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Box<dyn ControlLink>, KafkaError>> + Send + Sync>;
+
+/// [`Kafka`] through librdkafka, with one admin client and one metadata client per
+/// cluster, kept from one reconcile to the next.
+#[derive(Default)]
+pub struct RdKafka {
+    clients: Mutex<HashMap<Cluster, Clients>>,
+}
+
+#[derive(Clone)]
+struct Clients {
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    metadata: Arc<BaseConsumer>,
+}
+
+impl RdKafka {
+    /// The cluster's clients, created the first time.
+    fn clients(&self, cluster: &Cluster) -> Result<Clients, KafkaError> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.get(cluster) {
+            return Ok(c.clone());
+        }
+        let refused = |e: rdkafka::error::KafkaError| KafkaError::Refused(e.to_string());
+        let c = Clients {
+            admin: Arc::new(cluster.config().create().map_err(refused)?),
+            metadata: Arc::new(cluster.config().create().map_err(refused)?),
+        };
+        clients.insert(cluster.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// Drops the clients of a cluster no shard uses any more.
+    pub fn forget(&self, cluster: &Cluster) {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner).remove(cluster);
+    }
+}
 
 impl Kafka for RdKafka {
     async fn partitions(
@@ -92,13 +158,12 @@ impl Kafka for RdKafka {
         cluster: &Cluster,
         topics: &[String],
     ) -> Result<Vec<Option<i32>>, KafkaError> {
-        let (cluster, topics) = (cluster.clone(), topics.to_vec());
+        let client = self.clients(cluster)?.metadata;
+        let (bootstrap, topics) = (cluster.bootstrap.clone(), topics.to_vec());
         blocking(move || {
-            let client: BaseConsumer =
-                cluster.config().create().map_err(|e| KafkaError::Refused(e.to_string()))?;
             let metadata = client
                 .fetch_metadata(None, TIMEOUT)
-                .map_err(|_| KafkaError::Unreachable(cluster.bootstrap.clone()))?;
+                .map_err(|_| KafkaError::Unreachable(bootstrap))?;
             Ok(topics
                 .iter()
                 .map(|name| {
@@ -119,8 +184,7 @@ impl Kafka for RdKafka {
         if topics.is_empty() {
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> =
-            cluster.config().create().map_err(|e| KafkaError::Refused(e.to_string()))?;
+        let admin = self.clients(cluster)?.admin;
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
@@ -145,29 +209,107 @@ impl Kafka for RdKafka {
         Ok(())
     }
 
-    async fn publish(
+    fn control(&self, cluster: &Cluster, topic: &str) -> Opener {
+        let (config, topic) = (cluster.config(), topic.to_owned());
+        Arc::new(move || {
+            let (config, topic) = (config.clone(), topic.clone());
+            Box::pin(async move {
+                let link = RdKafkaControl::open(config, topic).await?;
+                Ok(Box::new(link) as Box<dyn ControlLink>)
+            })
+        })
+    }
+
+    async fn tombstones(
         &self,
         cluster: &Cluster,
         topic: &str,
-        key: &[u8],
-        value: &[u8],
+        keys: &[String],
     ) -> Result<(), KafkaError> {
-        let producer: FutureProducer = cluster
-            .config()
-            .set("acks", "all")
-            .set("message.timeout.ms", "10000")
-            .create()
-            .map_err(|e| KafkaError::Refused(e.to_string()))?;
-        producer
-            .send(FutureRecord::to(topic).partition(0).key(key).payload(value), TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| match e.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::MessageTimedOut) => {
-                    KafkaError::Unreachable(cluster.bootstrap.clone())
-                }
-                _ => KafkaError::Refused(e.to_string()),
+        let producer = producer(&cluster.config())?;
+        for key in keys {
+            let record = FutureRecord::<String, [u8]>::to(topic).partition(0).key(key);
+            producer.send(record, TIMEOUT).await.map_err(|(e, _)| delivery_error(cluster, &e))?;
+        }
+        Ok(())
+    }
+}
+
+fn producer(config: &ClientConfig) -> Result<FutureProducer, KafkaError> {
+    let mut config = config.clone();
+    config.set("acks", "all").set("message.timeout.ms", "10000");
+    config.create().map_err(|e| KafkaError::Refused(e.to_string()))
+}
+
+fn delivery_error(cluster: &Cluster, e: &rdkafka::error::KafkaError) -> KafkaError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageTimedOut) => {
+            KafkaError::Unreachable(cluster.bootstrap.clone())
+        }
+        _ => KafkaError::Refused(e.to_string()),
+    }
+}
+
+/// A control topic through librdkafka.
+struct RdKafkaControl {
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    topic: String,
+    end: i64,
+}
+
+impl RdKafkaControl {
+    async fn open(config: ClientConfig, topic: String) -> Result<Self, KafkaError> {
+        let producer = producer(&config)?;
+        let name = topic.clone();
+        let (consumer, end) = blocking(move || {
+            let mut reader = config;
+            reader
+                .set("group.id", "gameshard-operator")
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "false")
+                .set("fetch.wait.max.ms", "10");
+            let consumer: StreamConsumer =
+                reader.create().map_err(|e| KafkaError::Refused(e.to_string()))?;
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, 0, TIMEOUT)
+                .map_err(|e| KafkaError::Refused(format!("control topic {topic}: {e}")))?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, Offset::Offset(low))
+                .and_then(|()| consumer.assign(&tpl))
+                .map_err(|e| KafkaError::Refused(e.to_string()))?;
+            Ok((consumer, if high > low { high } else { 0 }))
+        })
+        .await?;
+        Ok(Self { consumer, producer, topic: name, end })
+    }
+}
+
+impl ControlLink for RdKafkaControl {
+    fn end(&self) -> i64 {
+        self.end
+    }
+
+    fn next(&mut self) -> BoxFuture<'_, Result<ControlRecord, KafkaError>> {
+        Box::pin(async move {
+            let m = self.consumer.recv().await.map_err(|e| KafkaError::Refused(e.to_string()))?;
+            Ok(ControlRecord {
+                offset: m.offset(),
+                key: m.key().unwrap_or_default().to_vec(),
+                value: m.payload().map(<[u8]>::to_vec),
             })
+        })
+    }
+
+    fn publish(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), KafkaError>> {
+        Box::pin(async move {
+            let record = FutureRecord::to(&self.topic).partition(0).key(&key).payload(&value);
+            self.producer
+                .send(record, TIMEOUT)
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| KafkaError::Refused(e.to_string()))
+        })
     }
 }
 

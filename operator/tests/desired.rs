@@ -36,13 +36,29 @@ fn replicas_follow_partitions_per_pod_within_the_bounds() {
         (1, 8, 1, 64, 1),
     ];
     for (partitions, per_pod, min, max, want) in table {
-        let s = shard(&json!({"partitionsPerPod": per_pod, "replicas": {"min": min, "max": max}}));
+        let s = shard(
+            &json!({"partitionsPerPod": per_pod, "autoscaling": {"minReplicas": min, "maxReplicas": max}}),
+        );
         assert_eq!(
             desired::replicas_for(&s, partitions),
             want,
             "{partitions} partitions, {per_pod}/pod, [{min}, {max}]"
         );
     }
+}
+
+#[test]
+fn set_replicas_win_over_partitions_per_pod_but_never_exceed_the_partitions() {
+    for (replicas, partitions, want) in [(5, 64, 5), (80, 64, 64), (1, 1, 1)] {
+        let s = shard(&json!({"replicas": replicas, "autoscaling": {"maxReplicas": 2}}));
+        assert_eq!(desired::replicas_for(&s, partitions), want, "{replicas} of {partitions}");
+    }
+    let s = shard(&json!({}));
+    assert_eq!(desired::replica_bounds(&s, 64), (1, 64), "maxReplicas defaults to the partitions");
+    assert_eq!(
+        desired::selector(&s),
+        "app.kubernetes.io/component=dataplane,app.kubernetes.io/instance=zone-7,app.kubernetes.io/name=gameshard"
+    );
 }
 
 #[test]
@@ -125,23 +141,4 @@ fn every_object_is_labelled_and_owned_by_the_shard() {
     );
     assert_eq!(all[1]["spec"]["clusterIP"], "None", "the headless Service gives pods stable names");
     assert_eq!(all[3]["spec"]["maxUnavailable"], 1);
-}
-
-#[test]
-fn the_assignment_gives_every_partition_to_exactly_one_pod_in_balanced_ranges() {
-    for partitions in [0, 1, 7, 16, 64, 65] {
-        for pods in 1..=10 {
-            let names: Vec<String> = (0..pods).map(|i| format!("p-{i}")).collect();
-            let a = desired::assignment(partitions, &names);
-            assert_eq!(a.len(), pods);
-            let all: Vec<i32> = a.iter().flat_map(|p| p.partitions.clone()).collect();
-            assert_eq!(all, (0..partitions).collect::<Vec<_>>(), "each partition once, in order");
-            let sizes: Vec<usize> = a.iter().map(|p| p.partitions.len()).collect();
-            let (lo, hi) = (
-                sizes.iter().min().copied().unwrap_or(0),
-                sizes.iter().max().copied().unwrap_or(0),
-            );
-            assert!(hi - lo <= 1, "{partitions} over {pods}: {sizes:?}");
-        }
-    }
 }

@@ -36,7 +36,8 @@ fn the_chart_holds_the_crd_generated_from_the_type() {
     );
     for must in [
         "x-kubernetes-validations",
-        "self.replicas.min <= self.replicas.max",
+        "self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
+        "specReplicasPath: .spec.replicas",
         "shortNames:",
         "- gs",
         "subresources:",

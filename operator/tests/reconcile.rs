@@ -1,34 +1,80 @@
 //! Reconcile scenarios against a mocked API server that checks every request in order
 //! (method, path, field manager, body) and fails on a missing or an extra one; Kafka is
-//! a recording stand-in behind the operator's `Kafka` trait, and the pods' metrics
-//! pages come from a stand-in behind its `Scrape` trait.
+//! a recording stand-in behind the operator's `Kafka` trait (with an in-memory control
+//! topic the handoff driver reads and writes), and the pods' metrics pages come from a
+//! stand-in behind its `Scrape` trait.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gameshard_crds::{GameShard, GameShardStatus, PodAssignment};
+use futures::future::BoxFuture;
+use gameshard_control::{Acquired, Assignment, Message, PodPartitions};
+use gameshard_crds::{GameShard, GameShardStatus};
 use gameshard_operator::controller::{self, Context};
 use gameshard_operator::latency::Scrape;
 use gameshard_operator::metrics::Metrics;
-use gameshard_operator::topics::{Cluster, Kafka, KafkaError, TopicSpec};
+use gameshard_operator::topics::{
+    Cluster, ControlLink, ControlRecord, Kafka, KafkaError, Opener, TopicSpec,
+};
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-/// Kafka as a test wants it: topic counts to answer, and what was asked of it.
+/// Kafka as a test wants it: topic counts to answer, an in-memory control topic, and
+/// what was asked of it.
 #[derive(Default)]
 struct FakeKafka {
     counts: Mutex<Option<Result<Vec<Option<i32>>, KafkaError>>>,
     created: Mutex<Vec<TopicSpec>>,
-    published: Mutex<Vec<(String, Value)>>,
+    control: Mutex<Vec<ControlRecord>>,
+    appended: tokio::sync::Notify,
     calls: Mutex<usize>,
 }
 
 impl FakeKafka {
     fn with(counts: Result<Vec<Option<i32>>, KafkaError>) -> Self {
         Self { counts: Mutex::new(Some(counts)), ..Self::default() }
+    }
+
+    fn append(&self, key: String, value: Option<Vec<u8>>) {
+        let mut control = self.control.lock().unwrap();
+        let offset = control.len() as i64;
+        control.push(ControlRecord { offset, key: key.into_bytes(), value });
+        self.appended.notify_waiters();
+    }
+
+    fn write(&self, message: &Message) {
+        self.append(message.key(), Some(message.value()));
+    }
+
+    /// The assignments published on the control topic so far.
+    fn assignments(&self) -> Vec<Assignment> {
+        self.control
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match Message::decode(&r.key, r.value.as_deref()?) {
+                Ok(Some(Message::Assignment(a))) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until the control topic holds an assignment of `epoch`.
+    async fn published(&self, epoch: u64) -> Assignment {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let notified = self.appended.notified();
+                if let Some(a) = self.assignments().into_iter().find(|a| a.epoch == epoch) {
+                    return a;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no assignment of epoch {epoch}: {:?}", self.assignments()))
     }
 }
 
@@ -61,20 +107,63 @@ impl Kafka for Fake {
         Ok(())
     }
 
-    async fn publish(
+    fn control(&self, _: &Cluster, topic: &str) -> Opener {
+        assert_eq!(topic, "zone.control");
+        let kafka = Arc::clone(&self.0);
+        Arc::new(move || {
+            let kafka = Arc::clone(&kafka);
+            Box::pin(async move {
+                let end = kafka.control.lock().unwrap().len() as i64;
+                Ok(Box::new(Link { kafka, next: 0, end }) as Box<dyn ControlLink>)
+            })
+        })
+    }
+
+    async fn tombstones(
         &self,
         _: &Cluster,
         topic: &str,
-        key: &[u8],
-        value: &[u8],
+        keys: &[String],
     ) -> Result<(), KafkaError> {
+        assert_eq!(topic, "zone.control");
         *self.calls.lock().unwrap() += 1;
-        assert_eq!(key, b"assignment");
-        self.published
-            .lock()
-            .unwrap()
-            .push((topic.to_owned(), serde_json::from_slice(value).unwrap()));
+        for key in keys {
+            self.append(key.clone(), None);
+        }
         Ok(())
+    }
+}
+
+/// The in-memory control topic, read from its start.
+struct Link {
+    kafka: Arc<FakeKafka>,
+    next: usize,
+    end: i64,
+}
+
+impl ControlLink for Link {
+    fn end(&self) -> i64 {
+        self.end
+    }
+
+    fn next(&mut self) -> BoxFuture<'_, Result<ControlRecord, KafkaError>> {
+        Box::pin(async move {
+            loop {
+                let notified = self.kafka.appended.notified();
+                if let Some(r) = self.kafka.control.lock().unwrap().get(self.next).cloned() {
+                    self.next += 1;
+                    return Ok(r);
+                }
+                notified.await;
+            }
+        })
+    }
+
+    fn publish(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), KafkaError>> {
+        Box::pin(async move {
+            self.kafka.append(key, Some(value));
+            Ok(())
+        })
     }
 }
 
@@ -104,7 +193,7 @@ fn shard(generation: i64, extra: Value) -> GameShard {
     let mut v = json!({
         "apiVersion": "gameshard.io/v1alpha1",
         "kind": "GameShard",
-        "metadata": {"name": "zone", "namespace": "game", "uid": "1111", "generation": generation},
+        "metadata": {"name": "zone", "namespace": "game", "uid": "1111", "generation": generation, "finalizers": ["gameshard.io/cleanup"]},
         "spec": {
             "kafka": {"bootstrapServers": "kafka:9092", "inputTopic": "in", "outputTopic": "out", "deadLetterTopic": "dead"},
             "partitionsPerPod": 8,
@@ -126,7 +215,9 @@ fn merge(a: &mut Value, b: Value) {
 }
 
 /// The mocked API server: expects requests one by one.
-struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+/// The second field is the ready replicas of the StatefulSet status it last answered an
+/// apply with: with any, the status write lists the shard's pods to scrape them.
+struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>, i64);
 
 impl ApiServer {
     /// Takes the next request, checks its method and path, and returns its body.
@@ -153,38 +244,23 @@ impl ApiServer {
     }
 
     /// A server-side apply of `path`, answered as an API server does: the object as
-    /// applied, with the status the server held before (`stored`), or, for an object the
-    /// apply creates, the status a new StatefulSet starts with (nothing ready, nothing
-    /// updated: no controller has acted on it yet).
-    async fn apply(&mut self, path: &str, stored: Option<Value>) -> Value {
+    /// applied, with `status`, the status the server held (a new StatefulSet holds
+    /// `{"replicas": 0}`: no controller has acted on it yet).
+    async fn apply(&mut self, path: &str, status: Value) -> Value {
         let (mut body, query, send) = self.expect(Method::PATCH, path).await;
         assert!(
             query.contains("fieldManager=gameshard-operator") && query.contains("force=true"),
             "{query}"
         );
         let sent = body.clone();
-        if body["kind"] == "StatefulSet" {
-            body["status"] =
-                stored.unwrap_or_else(|| json!({"replicas": 0, "availableReplicas": 0}));
+        if path == STS {
+            self.1 = status["readyReplicas"].as_i64().unwrap_or(0);
+        }
+        if !status.is_null() {
+            body["status"] = status;
         }
         send.send_response(Response::new(Body::from(serde_json::to_vec(&body).unwrap())));
         sent
-    }
-
-    /// The next request, answered with the API error `code` (`reason` in its Status).
-    async fn fail(&mut self, method: Method, path: &str, code: u16, reason: &str) {
-        let (_, _, send) = self.expect(method, path).await;
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason});
-        let response = Response::builder()
-            .status(StatusCode::from_u16(code).unwrap())
-            .body(Body::from(serde_json::to_vec(&status).unwrap()));
-        send.send_response(response.unwrap());
-    }
-
-    /// The next request, failed in transport: no answer came in time.
-    async fn time_out(&mut self, method: Method, path: &str) {
-        let (_, _, send) = self.expect(method, path).await;
-        send.send_error(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"));
     }
 
     /// The status apply: answered with the whole resource carrying the new status.
@@ -209,6 +285,50 @@ impl ApiServer {
         reason
     }
 
+    /// The list of the shard's pods, answered with `ready` of them Ready.
+    async fn pods(&mut self, ready: &[&str], not_ready: &[&str]) {
+        let (_, query, send) = self.expect(Method::GET, PODS).await;
+        assert!(query.contains("labelSelector="), "{query}");
+        // Pod zone-N has IP 10.0.0.N+1.
+        let pod = |name: &str, ready: bool| {
+            let n: u32 = name.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(99);
+            json!({"metadata": {"name": name}, "status": {"podIP": format!("10.0.0.{}", n + 1), "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }}
+            ]}})
+        };
+        let items: Vec<Value> = ready
+            .iter()
+            .map(|p| pod(p, true))
+            .chain(not_ready.iter().map(|p| pod(p, false)))
+            .collect();
+        let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items});
+        send.send_response(Response::new(Body::from(serde_json::to_vec(&list).unwrap())));
+    }
+
+    /// The next request, answered with the API error `code` (`reason` in its Status).
+    async fn fail(&mut self, method: Method, path: &str, code: u16, reason: &str) {
+        let (_, _, send) = self.expect(method, path).await;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason});
+        let response = Response::builder()
+            .status(StatusCode::from_u16(code).unwrap())
+            .body(Body::from(serde_json::to_vec(&status).unwrap()));
+        send.send_response(response.unwrap());
+    }
+
+    /// The next request, failed in transport: no answer came in time.
+    async fn time_out(&mut self, method: Method, path: &str) {
+        let (_, _, send) = self.expect(method, path).await;
+        send.send_error(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"));
+    }
+
+    /// A JSON patch of the shard itself (its finalizers): returns the patch.
+    async fn patch_shard(&mut self) -> Value {
+        let (body, _, send) = self.expect(Method::PATCH, SHARD).await;
+        let whole = serde_json::to_value(shard(1, json!({}))).unwrap();
+        send.send_response(Response::new(Body::from(serde_json::to_vec(&whole).unwrap())));
+        body
+    }
+
     /// A GET answered 404.
     async fn get_missing(&mut self, path: &str) {
         let (_, _, send) = self.expect(Method::GET, path).await;
@@ -225,17 +345,6 @@ impl ApiServer {
         send.send_response(Response::new(Body::from(serde_json::to_vec(&object).unwrap())));
     }
 
-    /// The list of the shard's pods (by their labels), answered with `items`.
-    async fn pods(&mut self, items: Value) {
-        let (_, query, send) = self.expect(Method::GET, PODS).await;
-        assert!(
-            query.contains("labelSelector=app.kubernetes.io%2Fcomponent%3Ddataplane"),
-            "{query}"
-        );
-        let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items});
-        send.send_response(Response::new(Body::from(serde_json::to_vec(&list).unwrap())));
-    }
-
     /// Asserts no further request comes.
     async fn silent(mut self) {
         let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
@@ -250,6 +359,7 @@ const SVC: &str = "/api/v1/namespaces/game/services/zone";
 const SVC_METRICS: &str = "/api/v1/namespaces/game/services/zone-metrics";
 const PDB: &str = "/apis/policy/v1/namespaces/game/poddisruptionbudgets/zone";
 const STATUS: &str = "/apis/gameshard.io/v1alpha1/namespaces/game/gameshards/zone/status";
+const SHARD: &str = "/apis/gameshard.io/v1alpha1/namespaces/game/gameshards/zone";
 const PODS: &str = "/api/v1/namespaces/game/pods";
 
 type Ctx = Context<Fake, FakeScrape>;
@@ -276,21 +386,7 @@ fn setup_with_pages(
         false,
         controller::reporter(Some("test".into())),
     );
-    (Arc::new(ctx), kafka, ApiServer(handle), pages)
-}
-
-/// Runs one reconciliation against `server`'s script.
-async fn reconcile<F>(shard: GameShard, ctx: Arc<Ctx>, script: F) -> Action
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let server = tokio::spawn(script);
-    let action = controller::reconcile(Arc::new(shard), ctx).await.expect("reconcile succeeds");
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("every expected request came")
-        .expect("script passed");
-    action
+    (Arc::new(ctx), kafka, ApiServer(handle, 0), pages)
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -300,14 +396,120 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
+/// Runs one reconciliation while `script` answers its requests; hands the server back.
+async fn step<F, Fut>(
+    shard: GameShard,
+    ctx: &Arc<Ctx>,
+    server: ApiServer,
+    script: F,
+) -> (Action, ApiServer)
+where
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ApiServer> + Send + 'static,
+{
+    let script = tokio::spawn(script(server));
+    let action =
+        controller::reconcile(Arc::new(shard), Arc::clone(ctx)).await.expect("reconcile succeeds");
+    let server = tokio::time::timeout(Duration::from_secs(5), script)
+        .await
+        .expect("every expected request came")
+        .expect("script passed");
+    (action, server)
+}
+
+/// Waits until the shard's handoff driver has read the control topic's history.
+async fn caught_up(ctx: &Ctx) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !ctx.drivers.seen("game", "zone").is_some_and(|s| s.caught_up) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the driver reads the control topic");
+}
+
+/// Waits until the driver has read the assignment of `epoch`.
+async fn seen_epoch(ctx: &Ctx, epoch: u64) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while ctx.drivers.seen("game", "zone").is_none_or(|s| s.log.epoch() < epoch) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the driver reads the assignment");
+}
+
+/// The rest of a served reconciliation after the StatefulSet: Services, budget, Events,
+/// status; returns the status sent.
+async fn after_statefulset(server: &mut ApiServer, events: &[&str]) -> Value {
+    server.apply(SVC, Value::Null).await;
+    server.apply(SVC_METRICS, Value::Null).await;
+    server.apply(PDB, Value::Null).await;
+    for want in events {
+        assert_eq!(server.event().await, *want);
+    }
+    if server.1 > 0 {
+        // No pod of the list is ready here: nothing to scrape.
+        server.pods(&[], &[]).await;
+    }
+    server.apply_status().await["status"].clone()
+}
+
+fn pod_assignment(epoch: u64, pods: &[(&str, std::ops::Range<u32>)]) -> Message {
+    Message::Assignment(Assignment {
+        shard: "zone".into(),
+        epoch,
+        partitions: 16,
+        pods: pods
+            .iter()
+            .map(|(pod, r)| PodPartitions { pod: (*pod).into(), partitions: r.clone().collect() })
+            .collect(),
+        moves: Vec::new(),
+    })
+}
+
+const ALL_TOPICS: [Option<i32>; 5] = [Some(16), Some(16), Some(16), Some(1), Some(16)];
+
+/// `s` as a later pass sees it: its generation applied, `replicas` pods reported.
+fn applied(mut s: GameShard, replicas: i32) -> GameShard {
+    s.status = Some(GameShardStatus {
+        observed_generation: s.metadata.generation,
+        replicas,
+        partitions: Some(16),
+        ..GameShardStatus::default()
+    });
+    s
+}
+
 #[tokio::test]
-async fn create_makes_topics_publishes_the_assignment_applies_and_reports() {
+async fn a_new_shard_gets_the_cleanup_finalizer_before_anything_else() {
+    let (ctx, kafka, server) = setup(FakeKafka::default());
+    let mut s = shard(1, json!({}));
+    s.metadata.finalizers = None;
+    let (action, server) = step(s, &ctx, server, |mut server| async move {
+        let patch = server.patch_shard().await;
+        let text = patch.to_string();
+        assert!(
+            text.contains("/metadata/finalizers") && text.contains("gameshard.io/cleanup"),
+            "{text}"
+        );
+        server
+    })
+    .await;
+    server.silent().await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(*kafka.calls.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn create_makes_topics_applies_and_publishes_the_first_assignment() {
     let kafka = FakeKafka::with(Ok(vec![Some(16), None, None, None, None]));
-    let (ctx, kafka, mut server) = setup(kafka);
-    let action = reconcile(shard(1, json!({})), Arc::clone(&ctx), async move {
+    let (ctx, kafka, server) = setup(kafka);
+    // The first pass creates the topics and the objects; the driver reads the (empty)
+    // control topic meanwhile.
+    let (action, server) = step(shard(1, json!({})), &ctx, server, |mut server| async move {
         assert_eq!(server.event().await, "TopicsCreated");
-        assert_eq!(server.event().await, "AssignmentPublished");
-        let sts = server.apply(STS, None).await;
+        let sts = server.apply(STS, json!({"replicas": 0, "availableReplicas": 0})).await;
         assert_eq!(sts["spec"]["replicas"], 2, "16 partitions at 8 per pod");
         let container = &sts["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["resources"]["requests"], container["resources"]["limits"]);
@@ -316,31 +518,20 @@ async fn create_makes_topics_publishes_the_assignment_applies_and_reports() {
         let args: Vec<&str> =
             container["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         assert!(args.windows(2).any(|w| w == ["--control-topic", "zone.control"]), "{args:?}");
-        server.apply(SVC, None).await;
-        server.apply(SVC_METRICS, None).await;
-        server.apply(PDB, None).await;
-        assert_eq!(server.event().await, "Applied");
-        let patch = server.apply_status().await;
-        let status = &patch["status"];
+        let status = after_statefulset(&mut server, &["Applied"]).await;
         assert_eq!(status["observedGeneration"], 1);
         assert_eq!(status["replicas"], 2);
-        assert_eq!(status["assignmentEpoch"], 1);
-        assert_eq!(
-            status["assignment"][1],
-            json!({"pod": "zone-1", "partitions": [8, 9, 10, 11, 12, 13, 14, 15]})
-        );
-        assert_eq!(condition(status, "Ready")["status"], "False");
-        assert_eq!(condition(status, "Ready")["reason"], "PodsNotReady");
+        assert_eq!(status["selector"], "app.kubernetes.io/component=dataplane,app.kubernetes.io/instance=zone,app.kubernetes.io/name=gameshard");
+        assert_eq!(condition(&status, "Ready")["reason"], "PodsNotReady");
         // The StatefulSet was just created: none of its pods exists yet.
-        assert_eq!(condition(status, "Progressing")["status"], "True");
-        assert_eq!(condition(status, "Progressing")["reason"], "RollingOut");
-        assert_eq!(condition(status, "Progressing")["message"], "0 of 2 pods updated, 0 ready");
-        assert_eq!(condition(status, "Degraded")["status"], "False");
+        assert_eq!(condition(&status, "Progressing")["status"], "True");
+        assert_eq!(condition(&status, "Progressing")["message"], "0 of 2 pods updated, 0 ready", "{status}");
+        assert_eq!(condition(&status, "Degraded")["status"], "False");
         assert_eq!(status["partitions"], 16);
-        server.silent().await;
+        server
     })
     .await;
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)), "soon again: nothing assigned yet");
     let created: Vec<(String, i32)> =
         kafka.created.lock().unwrap().iter().map(|t| (t.name.clone(), t.partitions)).collect();
     assert_eq!(
@@ -352,127 +543,277 @@ async fn create_makes_topics_publishes_the_assignment_applies_and_reports() {
             ("dead".into(), 16)
         ]
     );
-    let published = kafka.published.lock().unwrap().clone();
-    assert_eq!(published.len(), 1);
-    assert_eq!(published[0].0, "zone.control");
-    assert_eq!(published[0].1["epoch"], 1);
-    assert_eq!(published[0].1["pods"][0]["partitions"], json!([0, 1, 2, 3, 4, 5, 6, 7]));
+
+    // Once the driver has read the topic, the first assignment goes to both pods at
+    // once (neither is ready before it has one), without moves.
+    caught_up(&ctx).await;
+    *kafka.counts.lock().unwrap() = Some(Ok(ALL_TOPICS.to_vec()));
+    let (_, server) =
+        step(applied(shard(1, json!({})), 2), &ctx, server, |mut server| async move {
+            server
+                .apply(STS, json!({"replicas": 2, "readyReplicas": 0, "updatedReplicas": 2}))
+                .await;
+            after_statefulset(&mut server, &[]).await;
+            server
+        })
+        .await;
+    let first = kafka.published(1).await;
+    assert!(first.moves.is_empty());
+    assert_eq!(first.partitions_of("zone-0"), (0..8).collect::<Vec<_>>());
+    assert_eq!(first.partitions_of("zone-1"), (8..16).collect::<Vec<_>>());
+
+    // The status then shows it, read back from the topic.
+    seen_epoch(&ctx, 1).await;
+    let (action, server) =
+        step(applied(shard(1, json!({})), 2), &ctx, server, |mut server| async move {
+            server.pods(&["zone-0", "zone-1"], &[]).await;
+            server
+                .apply(STS, json!({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}))
+                .await;
+            let status = after_statefulset(&mut server, &[]).await;
+            assert_eq!(status["assignmentEpoch"], 1);
+            assert_eq!(
+                status["assignment"][1],
+                json!({"pod": "zone-1", "partitions": (8..16).collect::<Vec<_>>()})
+            );
+            assert_eq!(status["handoffsInFlight"], 0);
+            assert_eq!(condition(&status, "Ready")["status"], "True");
+            assert_eq!(condition(&status, "Progressing")["reason"], "UpToDate");
+            server
+        })
+        .await;
+    server.silent().await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert_eq!(kafka.assignments().len(), 1, "nothing more to publish");
 }
 
 #[tokio::test]
-async fn a_spec_change_rescales_republishes_and_keeps_transition_times() {
-    let mut s = shard(2, json!({"spec": {"partitionsPerPod": 4}}));
-    let ready_since = "2026-01-01T00:00:00Z";
-    s.status = Some(GameShardStatus {
-        observed_generation: Some(1),
-        replicas: 2,
-        ready_replicas: 2,
-        partitions: Some(16),
-        assignment_epoch: Some(3),
-        assignment: vec![
-            PodAssignment { pod: "zone-0".into(), partitions: (0..8).collect() },
-            PodAssignment { pod: "zone-1".into(), partitions: (8..16).collect() },
-        ],
-        conditions: serde_json::from_value(json!([
-            {"type": "Degraded", "status": "False", "reason": "AsSpecified", "message": "", "lastTransitionTime": ready_since},
-        ]))
-        .unwrap(),
-        ..GameShardStatus::default()
-    });
-    let (ctx, kafka, mut server) =
-        setup(FakeKafka::with(Ok(vec![Some(16), Some(16), Some(16), Some(1), Some(16)])));
-    reconcile(s, ctx, async move {
-        assert_eq!(server.event().await, "AssignmentPublished");
-        // The server held the two ready pods of the previous spec.
-        let before = json!({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2});
-        let sts = server.apply(STS, Some(before)).await;
+async fn a_scale_up_moves_partitions_one_at_a_time_to_ready_pods_only() {
+    let kafka = FakeKafka::with(Ok(ALL_TOPICS.to_vec()));
+    kafka.write(&pod_assignment(3, &[("zone-0", 0..8), ("zone-1", 8..16)]));
+    let (ctx, kafka, server) = setup(kafka);
+    let four = || shard(2, json!({"spec": {"replicas": 4}}));
+    // The driver has not read the topic yet: the StatefulSet grows, nothing moves.
+    let (_, server) = step(four(), &ctx, server, |mut server| async move {
+        let sts = server
+            .apply(STS, json!({"replicas": 4, "readyReplicas": 2, "updatedReplicas": 4}))
+            .await;
         assert_eq!(sts["spec"]["replicas"], 4);
-        server.apply(SVC, None).await;
-        server.apply(SVC_METRICS, None).await;
-        server.apply(PDB, None).await;
-        assert_eq!(server.event().await, "Applied");
-        assert_eq!(server.event().await, "Scaled");
-        server.pods(json!([])).await;
-        let patch = server.apply_status().await;
-        let status = &patch["status"];
-        assert_eq!(status["observedGeneration"], 2);
-        assert_eq!(status["assignmentEpoch"], 4);
-        assert_eq!(status["assignment"].as_array().unwrap().len(), 4);
-        assert_eq!(
-            condition(status, "Degraded")["lastTransitionTime"],
-            ready_since,
-            "unchanged status keeps its time"
-        );
-        assert_eq!(condition(status, "Progressing")["reason"], "RollingOut");
-        server.silent().await;
+        after_statefulset(&mut server, &["Applied"]).await;
+        server
     })
     .await;
-    assert!(kafka.created.lock().unwrap().is_empty(), "every topic exists");
-    assert_eq!(kafka.published.lock().unwrap()[0].1["epoch"], 4);
+    caught_up(&ctx).await;
+    // zone-2 is ready, zone-3 is not: partitions move to zone-2 alone, one at a time.
+    let ready = || {
+        |mut server: ApiServer| async move {
+            server.pods(&["zone-0", "zone-1", "zone-2"], &["zone-3"]).await;
+            server
+                .apply(STS, json!({"replicas": 4, "readyReplicas": 3, "updatedReplicas": 4}))
+                .await;
+            after_statefulset(&mut server, &[]).await;
+            server
+        }
+    };
+    let (action, server) = step(applied(four(), 4), &ctx, server, ready()).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    let first = kafka.published(4).await;
+    assert_eq!(first.moves.len(), 1);
+    let m = first.moves[0].clone();
+    assert_eq!((m.to.as_str(), m.epoch), ("zone-2", 4));
+    assert_eq!(first.owner_of(m.partition), Some("zone-2"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(kafka.assignments().len(), 2, "the next move waits for the acknowledgement");
+
+    kafka.write(&Message::Acquired(Acquired {
+        shard: "zone".into(),
+        partition: m.partition,
+        epoch: 4,
+        pod: "zone-2".into(),
+        next_offset: 0,
+        acquired_ms: 0,
+    }));
+    let second = kafka.published(5).await;
+    assert_eq!(second.moves.len(), 1, "the acknowledged move left the list");
+    assert_eq!(second.moves[0].to, "zone-2");
+    assert!(second.partitions_of("zone-3").is_empty(), "no partition for a pod not ready");
+    seen_epoch(&ctx, 5).await;
+    let (_, server) = step(applied(four(), 4), &ctx, server, |mut server| async move {
+        server.pods(&["zone-0", "zone-1", "zone-2"], &["zone-3"]).await;
+        server.apply(STS, json!({"replicas": 4, "readyReplicas": 3, "updatedReplicas": 4})).await;
+        let status = after_statefulset(&mut server, &[]).await;
+        assert_eq!(status["assignmentEpoch"], 5);
+        assert_eq!(status["handoffsInFlight"], 1);
+        assert_eq!(
+            condition(&status, "Progressing")["reason"],
+            "RollingOut",
+            "zone-3 is not ready"
+        );
+        server
+    })
+    .await;
+    server.silent().await;
+}
+
+#[tokio::test]
+async fn a_scale_down_keeps_a_pod_until_its_partitions_have_left() {
+    let kafka = FakeKafka::with(Ok(ALL_TOPICS.to_vec()));
+    kafka.write(&pod_assignment(7, &[("zone-0", 0..6), ("zone-1", 6..11), ("zone-2", 11..16)]));
+    let (ctx, kafka, server) = setup(kafka);
+    Box::pin(caught_up_after_first(&ctx, &kafka, server)).await;
+}
+
+/// The scale-down scenario after its setup: a first pass starts the driver, then every
+/// pass runs three pods until zone-2 has handed over its five partitions.
+async fn caught_up_after_first(ctx: &Arc<Ctx>, kafka: &Arc<FakeKafka>, server: ApiServer) {
+    let two = || shard(3, json!({"spec": {"replicas": 2}}));
+    let pass = |running: i32, events: &'static [&'static str]| {
+        move |mut server: ApiServer| async move {
+            if events.is_empty() {
+                server.pods(&["zone-0", "zone-1", "zone-2"], &[]).await;
+            }
+            let sts = server
+                .apply(STS, json!({"replicas": running, "readyReplicas": running, "updatedReplicas": running}))
+                .await;
+            assert_eq!(sts["spec"]["replicas"], running);
+            let status = after_statefulset(&mut server, events).await;
+            if events.is_empty() {
+                assert_eq!(condition(&status, "Progressing")["reason"], "Rebalancing");
+            }
+            server
+        }
+    };
+    // The spec changed (generation 3) while three pods run.
+    let mut changed = applied(two(), 3);
+    changed.status.as_mut().expect("status").observed_generation = Some(2);
+    let (_, mut server) = step(changed, ctx, server, pass(3, &["Applied"])).await;
+    caught_up(ctx).await;
+    let mut epoch = 7;
+    for _ in 0..5 {
+        let (_, s) = step(applied(two(), 3), ctx, server, pass(3, &[])).await;
+        server = s;
+        epoch += 1;
+        let a = kafka.published(epoch).await;
+        let m = a.moves.iter().find(|m| m.epoch == epoch).expect("one move per assignment").clone();
+        assert_eq!(m.from, "zone-2", "only the leaving pod gives partitions away");
+        kafka.write(&Message::Acquired(Acquired {
+            shard: "zone".into(),
+            partition: m.partition,
+            epoch,
+            pod: m.to.clone(),
+            next_offset: 0,
+            acquired_ms: 0,
+        }));
+        seen_epoch(ctx, epoch).await;
+    }
+    let last = kafka.assignments().pop().unwrap();
+    assert!(last.partitions_of("zone-2").is_empty());
+    // With zone-2 empty the StatefulSet shrinks to two pods.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (action, server) = step(applied(two(), 3), ctx, server, |mut server| async move {
+        server.pods(&["zone-0", "zone-1", "zone-2"], &[]).await;
+        let sts = server
+            .apply(STS, json!({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}))
+            .await;
+        assert_eq!(sts["spec"]["replicas"], 2);
+        let status = after_statefulset(&mut server, &["Scaled"]).await;
+        assert_eq!(status["replicas"], 2);
+        server
+    })
+    .await;
+    server.silent().await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
 }
 
 #[tokio::test]
 async fn a_paused_shard_is_only_observed() {
-    let (ctx, kafka, mut server) = setup(FakeKafka::default());
-    reconcile(shard(5, json!({"spec": {"paused": true}})), ctx, async move {
+    let (ctx, kafka, server) = setup(FakeKafka::default());
+    let (_, server) = step(shard(5, json!({"spec": {"paused": true}})), &ctx, server, |mut server| async move {
         server
             .get(STS, json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 3, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3}}))
             .await;
-        server.pods(json!([])).await;
-        let patch = server.apply_status().await;
-        let status = &patch["status"];
-        assert_eq!(condition(status, "Progressing")["reason"], "Paused");
-        assert_eq!(condition(status, "Ready")["status"], "True");
+        server.pods(&[], &[]).await;
+        let status = server.apply_status().await["status"].clone();
+        assert_eq!(condition(&status, "Progressing")["reason"], "Paused");
+        assert_eq!(condition(&status, "Ready")["status"], "True");
         assert_eq!(status["replicas"], 3);
-        server.silent().await;
+        server
     })
     .await;
+    server.silent().await;
     assert_eq!(*kafka.calls.lock().unwrap(), 0, "nothing asked of Kafka while paused");
 }
 
 #[tokio::test]
 async fn an_unreachable_broker_is_a_degraded_condition_not_a_crash() {
-    let (ctx, kafka, mut server) =
+    let (ctx, kafka, server) =
         setup(FakeKafka::with(Err(KafkaError::Unreachable("kafka:9092".into()))));
-    let action = reconcile(shard(1, json!({})), ctx, async move {
+    let (action, server) = step(shard(1, json!({})), &ctx, server, |mut server| async move {
         server.get_missing(STS).await;
         assert_eq!(server.event().await, "BrokerUnreachable");
-        let patch = server.apply_status().await;
-        let status = &patch["status"];
-        assert_eq!(condition(status, "Degraded")["status"], "True");
-        assert_eq!(condition(status, "Degraded")["reason"], "BrokerUnreachable");
-        assert_eq!(condition(status, "Ready")["status"], "False");
-        server.silent().await;
+        let status = server.apply_status().await["status"].clone();
+        assert_eq!(condition(&status, "Degraded")["status"], "True");
+        assert_eq!(condition(&status, "Degraded")["reason"], "BrokerUnreachable");
+        assert_eq!(condition(&status, "Ready")["status"], "False");
+        server
     })
     .await;
+    server.silent().await;
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
-    assert!(kafka.published.lock().unwrap().is_empty());
+    assert!(kafka.assignments().is_empty());
 }
 
 #[tokio::test]
 async fn a_partition_mismatch_is_reported_and_nothing_is_applied() {
-    let (ctx, _kafka, mut server) =
-        setup(FakeKafka::with(Ok(vec![Some(16), Some(16), Some(16), Some(1), Some(16)])));
-    reconcile(shard(1, json!({"spec": {"partitions": 32}})), ctx, async move {
-        server.get_missing(STS).await;
-        assert_eq!(server.event().await, "PartitionMismatch");
-        let patch = server.apply_status().await;
-        assert_eq!(condition(&patch["status"], "Degraded")["reason"], "PartitionMismatch");
-        assert!(
-            condition(&patch["status"], "Degraded")["message"].as_str().unwrap().contains("32")
-        );
-        server.silent().await;
-    })
+    let (ctx, _kafka, server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let (_, server) = step(
+        shard(1, json!({"spec": {"partitions": 32}})),
+        &ctx,
+        server,
+        |mut server| async move {
+            server.get_missing(STS).await;
+            assert_eq!(server.event().await, "PartitionMismatch");
+            let status = server.apply_status().await["status"].clone();
+            assert_eq!(condition(&status, "Degraded")["reason"], "PartitionMismatch");
+            assert!(condition(&status, "Degraded")["message"].as_str().unwrap().contains("32"));
+            server
+        },
+    )
     .await;
+    server.silent().await;
 }
 
 #[tokio::test]
-async fn a_shard_being_deleted_is_left_to_garbage_collection() {
+async fn deleting_a_shard_clears_its_control_topic_messages_then_its_finalizer() {
     let (ctx, kafka, server) = setup(FakeKafka::default());
-    let s = shard(1, json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}));
-    let action = reconcile(s, ctx, async move { server.silent().await }).await;
+    let mut s = shard(1, json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}));
+    s.status = Some(GameShardStatus { partitions: Some(2), ..GameShardStatus::default() });
+    let (action, server) = step(s, &ctx, server, |mut server| async move {
+        let patch = server.patch_shard().await;
+        assert!(patch.to_string().contains("remove"), "the finalizer goes: {patch}");
+        server
+    })
+    .await;
+    server.silent().await;
     assert_eq!(action, Action::await_change());
-    assert_eq!(*kafka.calls.lock().unwrap(), 0);
+    let tombstones: Vec<String> = kafka
+        .control
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.value.is_none())
+        .map(|r| String::from_utf8(r.key.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        tombstones,
+        [
+            "assignment/zone",
+            "release/zone/0",
+            "acquired/zone/0",
+            "release/zone/1",
+            "acquired/zone/1"
+        ]
+    );
 }
 
 /// A histogram page as the data plane serves it: cumulative counts at 1 ms, 2 ms, +Inf.
@@ -491,25 +832,19 @@ fn latency_page(within_1ms: u64, within_2ms: u64, total: u64) -> String {
 async fn the_observed_p99_is_read_from_the_ready_pods_over_the_time_between_scrapes() {
     let pages = Pages::default();
     pages.pages.lock().unwrap().extend([
-        ("10.0.0.7".to_owned(), vec![latency_page(500, 500, 500), latency_page(1480, 1500, 1500)]),
-        ("10.0.0.8".to_owned(), vec![latency_page(0, 0, 0), latency_page(0, 0, 0)]),
+        ("10.0.0.1".to_owned(), vec![latency_page(500, 500, 500), latency_page(1480, 1500, 1500)]),
+        ("10.0.0.2".to_owned(), vec![latency_page(0, 0, 0), latency_page(0, 0, 0)]),
     ]);
     let (ctx, _kafka, mut server, pages) = setup_with_pages(FakeKafka::default(), pages);
     let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 2, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}});
-    // The shard's pods, found by their labels; the one not ready is not scraped.
-    let pod = |name: &str, ip: &str, ready: &str| json!({"metadata": {"name": name}, "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]}});
-    let pods = json!([
-        pod("zone-0", "10.0.0.7", "True"),
-        pod("zone-1", "10.0.0.8", "True"),
-        pod("zone-2", "10.0.0.9", "False"),
-    ]);
     // Two reconciliations of a paused shard, a minute apart: each reads the StatefulSet,
-    // lists the shard's pods and writes the status.
+    // lists the shard's pods (by IP: the one not ready is not scraped) and writes the
+    // status.
     let script = tokio::spawn(async move {
         let mut statuses = Vec::new();
         for _ in 0..2 {
             server.get(STS, sts.clone()).await;
-            server.pods(pods.clone()).await;
+            server.pods(&["zone-0", "zone-1"], &["zone-2"]).await;
             statuses.push(server.apply_status().await["status"].clone());
         }
         server.silent().await;
@@ -524,7 +859,7 @@ async fn the_observed_p99_is_read_from_the_ready_pods_over_the_time_between_scra
     // 1,000 new updates on zone-0, 980 within 1 ms: the 990th is halfway into 1-2 ms.
     assert_eq!(statuses[1]["observedP99"], "1.5ms", "{}", statuses[1]);
     assert_eq!(statuses[1]["observedP99Ms"], 1.5);
-    assert_eq!(*pages.asked.lock().unwrap(), ["10.0.0.7", "10.0.0.8", "10.0.0.7", "10.0.0.8"]);
+    assert_eq!(*pages.asked.lock().unwrap(), ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"]);
 }
 
 /// The failure counter's value for shard game/zone and `reason`.
@@ -546,7 +881,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let server = tokio::spawn(script);
-    let error = controller::reconcile(Arc::new(shard), ctx).await.expect_err("reconcile fails");
+    let error =
+        Box::pin(controller::reconcile(Arc::new(shard), ctx)).await.expect_err("reconcile fails");
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("every expected request came")
@@ -554,30 +890,11 @@ where
     error
 }
 
-/// Every topic exists and the assignment is the one in the status, so a reconcile goes
-/// straight to the apply.
-fn settled_shard() -> GameShard {
-    let mut s = shard(1, json!({}));
-    s.status = Some(GameShardStatus {
-        assignment_epoch: Some(1),
-        assignment: vec![
-            PodAssignment { pod: "zone-0".into(), partitions: (0..8).collect() },
-            PodAssignment { pod: "zone-1".into(), partitions: (8..16).collect() },
-        ],
-        observed_generation: Some(1),
-        ..GameShardStatus::default()
-    });
-    s
-}
-
-fn all_topics() -> FakeKafka {
-    FakeKafka::with(Ok(vec![Some(16), Some(16), Some(16), Some(1), Some(16)]))
-}
-
 #[tokio::test]
 async fn a_conflicting_apply_fails_the_reconcile_and_counts_a_conflict_for_the_shard() {
-    let (ctx, _kafka, mut server) = setup(all_topics());
-    let error = reconcile_failing(settled_shard(), Arc::clone(&ctx), async move {
+    let (ctx, _kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let s = applied(shard(1, json!({})), 2);
+    let error = reconcile_failing(s.clone(), Arc::clone(&ctx), async move {
         server.fail(Method::PATCH, STS, 409, "Conflict").await;
         server.silent().await;
     })
@@ -585,7 +902,7 @@ async fn a_conflicting_apply_fails_the_reconcile_and_counts_a_conflict_for_the_s
     assert_eq!(error.metric_label(), "Conflict");
     assert_eq!(failures(&ctx, "Conflict"), 1, "{}", ctx.metrics.render());
     assert_eq!(
-        controller::error_policy(Arc::new(settled_shard()), &error, ctx),
+        controller::error_policy(Arc::new(s), &error, ctx),
         Action::requeue(Duration::from_secs(15)),
         "retried soon"
     );
@@ -593,12 +910,12 @@ async fn a_conflicting_apply_fails_the_reconcile_and_counts_a_conflict_for_the_s
 
 #[tokio::test]
 async fn a_server_error_on_the_status_counts_an_api_error_after_the_children_are_applied() {
-    let (ctx, _kafka, mut server) = setup(all_topics());
-    let error = reconcile_failing(settled_shard(), Arc::clone(&ctx), async move {
-        server.apply(STS, None).await;
-        server.apply(SVC, None).await;
-        server.apply(SVC_METRICS, None).await;
-        server.apply(PDB, None).await;
+    let (ctx, _kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let error = reconcile_failing(applied(shard(1, json!({})), 2), Arc::clone(&ctx), async move {
+        server.apply(STS, json!({"replicas": 0})).await;
+        server.apply(SVC, Value::Null).await;
+        server.apply(SVC_METRICS, Value::Null).await;
+        server.apply(PDB, Value::Null).await;
         server.fail(Method::PATCH, STATUS, 503, "ServiceUnavailable").await;
         server.silent().await;
     })
@@ -610,9 +927,9 @@ async fn a_server_error_on_the_status_counts_an_api_error_after_the_children_are
 
 #[tokio::test]
 async fn a_request_that_times_out_counts_the_api_as_unreachable() {
-    let (ctx, _kafka, mut server) = setup(all_topics());
-    let error = reconcile_failing(settled_shard(), Arc::clone(&ctx), async move {
-        server.apply(STS, None).await;
+    let (ctx, _kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let error = reconcile_failing(applied(shard(1, json!({})), 2), Arc::clone(&ctx), async move {
+        server.apply(STS, json!({"replicas": 0})).await;
         server.time_out(Method::PATCH, SVC).await;
         server.silent().await;
     })
@@ -622,10 +939,10 @@ async fn a_request_that_times_out_counts_the_api_as_unreachable() {
 }
 
 #[tokio::test]
-async fn a_forbidden_secret_counts_forbidden_and_says_which_secret_in_the_error() {
-    let (ctx, kafka, mut server) = setup(all_topics());
-    let mut s = settled_shard();
-    s.spec.kafka.credentials_secret = Some(gameshard_crds::SecretRef { name: "creds".into() });
+async fn a_forbidden_secret_counts_forbidden_and_kafka_is_not_asked() {
+    let (ctx, kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let s =
+        applied(shard(1, json!({"spec": {"kafka": {"credentialsSecret": {"name": "creds"}}}})), 2);
     let error = reconcile_failing(s, Arc::clone(&ctx), async move {
         server.fail(Method::GET, "/api/v1/namespaces/game/secrets/creds", 403, "Forbidden").await;
         server.silent().await;

@@ -193,6 +193,23 @@ impl Dataplane {
         Some(kb / 1024.0)
     }
 
+    /// Stops the process where it is (SIGSTOP), as a stalled or partitioned pod would
+    /// be; [`Dataplane::resume`] lets it go on.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the data plane is not running")?;
+        kill(Pid::from_raw(child.id() as i32), signal)?;
+        Ok(())
+    }
+
     /// Kills the process with SIGKILL: no drain, no snapshot, no commit.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
