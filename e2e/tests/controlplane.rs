@@ -493,11 +493,23 @@ async fn the_operator_reconciles_the_example_rolls_on_change_respects_pause_and_
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(columns, ["Name", "Partitions", "Replicas", "Ready", "P99", "Age"]);
+    assert_eq!(
+        columns,
+        ["Name", "Partitions", "Replicas", "Ready", "P99", "Target", "Epoch", "Age"]
+    );
+    // `kubectl get` shows the columns of priority 0; `-o wide` the Epoch too.
+    let wide: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter(|c| c["priority"].as_i64().unwrap_or(0) > 0)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(wide, ["Epoch"]);
     let cells = &table["rows"][0]["cells"];
     assert_eq!(
-        (&cells[0], &cells[1], &cells[2], &cells[3]),
-        (&json!(name), &json!(4), &json!(2), &json!(0)),
+        (&cells[0], &cells[1], &cells[2], &cells[3], &cells[5]),
+        (&json!(name), &json!(4), &json!(2), &json!(0), &json!(2)),
         "{table}"
     );
 
