@@ -11,6 +11,8 @@
   manifest is validated against the Kubernetes OpenAPI schemas (kubernetes-validate),
   the Prometheus Operator kinds it has no schema for by a structural check of our own;
   then the RBAC shape, the operator's pod, the monitoring objects and NOTES.txt.
+- The CRD upgrade step of the chart's README, with kubectl on a real etcd and
+  kube-apiserver (kube_apiserver.py).
 
 Run with plain python3. A test whose tool or package is missing is skipped with the
 reason, or fails when GAMESHARD_REQUIRE_TOOLS is set. Exits non-zero if any test fails.
@@ -79,6 +81,8 @@ KNOWN_METRICS = DATAPLANE_METRICS | OPERATOR_METRICS
 ALERT_NAMES = {
     "GameShardLatencyBudgetFastBurn",
     "GameShardLatencyBudgetSlowBurn",
+    "GameShardLatencyBudgetDayBurn",
+    "GameShardLatencyBudgetThreeDayBurn",
     "GameShardPartitionLagHigh",
     "GameShardNoEvents",
     "GameShardSnapshotTooOld",
@@ -144,6 +148,13 @@ def missing_tool(name: str) -> str | None:
     """Why the tool `name` cannot be used here, or None if it can."""
     if name == "promtool":
         return None if shutil.which("promtool") else "promtool not found (Debian package prometheus)"
+    if name == "kubectl":
+        return None if shutil.which("kubectl") else "kubectl not found"
+    if name == "kube-apiserver":
+        sys.path.insert(0, str(HERE))
+        from kube_apiserver import binaries
+
+        return binaries()[1] or None
     module = {"helm": "helm_sdkpy", "kubernetes-validate": "kubernetes_validate"}[name]
     if importlib.util.find_spec(module) is None:
         package = {"helm": "helm-sdkpy", "kubernetes-validate": "kubernetes-validate"}[name]
@@ -398,9 +409,9 @@ def test_alert_rules_use_known_metrics_and_document_themselves():
             assert set(annotations) == {"summary", "description"}, f"{name}: annotations {set(annotations)}"
             for text in annotations.values():
                 assert "$labels.shard" in text, f"{name}: an annotation does not name the shard: {text!r}"
-    # The recorded ratios exist for the four windows the burn-rate alerts read.
+    # The recorded ratios exist for the seven windows the burn-rate alerts read.
     windows = {re.sub(r".*ratio_rate", "", r) for r in recorded}
-    assert windows == {"5m", "30m", "1h", "6h"}, windows
+    assert windows == {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}, windows
 
 
 @test()
@@ -596,6 +607,90 @@ def test_crds_folder():
     assert "gs" in spec["names"].get("shortNames", []), "NOTES.txt tells users `kubectl get gs`"
     render = helm_install({}, chart=CHART)
     assert render.created[0]["kind"] == "CustomResourceDefinition", "Helm creates crds/ first"
+
+
+@test("helm", "kubectl", "kube-apiserver")
+def test_crd_upgrade_step_on_a_real_api_server():
+    """`helm upgrade` leaves the CRD it installed from crds/ as it was; the README's
+    step, a server-side apply of the new chart's crds/ that takes the fields over from
+    Helm, upgrades it in place, and the GameShards stored meanwhile stay."""
+    import helm_sdkpy
+    import yaml
+    from kube_apiserver import KubeApiServer, binaries
+
+    def spec_properties(crd: dict) -> dict:
+        return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+
+    # The previous release of the chart: its CRD does not know spec.paused yet.
+    new_crd = yaml.safe_load(CRD_FILE.read_text())
+    assert "paused" in spec_properties(new_crd), "the test's new field is gone from the CRD"
+    old_crd = copy.deepcopy(new_crd)
+    del spec_properties(old_crd)["paused"]
+    example = yaml.safe_load((HERE.parents[1] / "examples" / "gameshard.yaml").read_text())
+    paused = copy.deepcopy(example)
+    paused["spec"]["paused"] = True
+    values = {"prometheusRule": {"enabled": False}}  # no monitoring.coreos.com CRDs here
+
+    server = KubeApiServer(binaries()[0])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            old_chart = Path(tmp) / "gameshard"
+            shutil.copytree(CHART, old_chart)
+            (old_chart / "crds" / CRD_FILE.name).write_text(yaml.safe_dump(old_crd))
+            config = helm_sdkpy.Configuration(namespace=NAMESPACE, kubeconfig=str(server.kubeconfig))
+            asyncio.run(
+                helm_sdkpy.Install(config).run(
+                    RELEASE, str(old_chart), values=values, create_namespace=True, wait=False, timeout=120
+                )
+            )
+
+        def crd() -> dict:
+            return json.loads(server.kubectl("get", "crd", "gameshards.gameshard.io", "-o", "json").stdout)
+
+        def stored_shard() -> dict:
+            name, ns = example["metadata"]["name"], example["metadata"]["namespace"]
+            return json.loads(server.kubectl("get", "gameshard", name, "-n", ns, "-o", "json").stdout)
+
+        def apply_shard(shard: dict) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                ["kubectl", f"--kubeconfig={server.kubeconfig}", "apply", "-f", "-"],
+                input=json.dumps(shard),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        server.kubectl("create", "namespace", example["metadata"]["namespace"])
+        assert apply_shard(example).returncode == 0
+        refused = apply_shard(paused)
+        assert refused.returncode != 0 and 'unknown field "spec.paused"' in refused.stderr, refused
+
+        asyncio.run(helm_sdkpy.Upgrade(config).run(RELEASE, str(CHART), values=values, wait=False, timeout=120))
+        assert "paused" not in spec_properties(crd()), "helm upgrade changed the CRD; update the README"
+
+        # Helm's field manager owns the CRD's fields: a plain server-side apply conflicts.
+        plain = subprocess.run(
+            ["kubectl", f"--kubeconfig={server.kubeconfig}", "apply", "--server-side", "-f", str(CRD_FILE.parent)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert plain.returncode != 0 and "conflict" in plain.stderr, plain.stdout + plain.stderr
+
+        # The README's step, twice: it upgrades, then changes nothing.
+        for _ in range(2):
+            server.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE.parent))
+            upgraded = crd()
+            assert upgraded["spec"]["versions"][0]["schema"] == new_crd["spec"]["versions"][0]["schema"]
+            assert upgraded["spec"]["versions"][0]["additionalPrinterColumns"] == (
+                new_crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            )
+        assert stored_shard()["spec"]["partitions"] == example["spec"]["partitions"], "the GameShard is gone"
+        accepted = apply_shard(paused)
+        assert accepted.returncode == 0, f"the upgraded CRD refuses spec.paused: {accepted.stderr}"
+        assert stored_shard()["spec"].get("paused") is True, stored_shard()["spec"]
+    finally:
+        server.close()
 
 
 @test("helm")
@@ -818,6 +913,39 @@ def test_operator_deployment():
 
     full = rendered("full").container()
     assert full["args"][-3:] == ["--namespaces", "a,b", "--leader-election"], full["args"]
+
+
+@test("helm")
+def test_operator_probes_have_explicit_timeouts():
+    """The kubelet's default probe timeout (1 s) is not left to chance, and liveness, which
+    restarts the operator, is the more patient of the two."""
+    c = rendered("default").container()
+    live, ready = c["livenessProbe"], c["readinessProbe"]
+    assert live["timeoutSeconds"] == 5 and ready["timeoutSeconds"] == 2, (live, ready)
+    for probe in (live, ready):
+        assert probe["timeoutSeconds"] < probe["periodSeconds"], probe
+
+
+@test()
+def test_burn_rate_tiers_follow_the_multiwindow_scheme():
+    """The latency alerts are the SRE workbook's four tiers: (burn rate, long window,
+    short window, severity), and nothing else pages beside them for the same incident."""
+    tiers = {}
+    for rule in alert_rules():
+        found = re.findall(r"ratio_rate(\w+) > \(([0-9.]+) \* 0\.01\)", rule["expr"])
+        if found:
+            (short, rate), (long, rate_again) = found
+            assert rate == rate_again, f"{rule['alert']}: two burn rates {found}"
+            tiers[rule["alert"]] = (float(rate), long, short, rule["labels"]["severity"])
+    assert sorted(tiers.values()) == [
+        (1.0, "3d", "6h", "ticket"),
+        (3.0, "1d", "2h", "ticket"),
+        (6.0, "6h", "30m", "page"),
+        (14.4, "1h", "5m", "page"),
+    ], tiers
+    # Lag is a cause whose symptom, latency, already pages.
+    lag = next(r for r in alert_rules() if r["alert"] == "GameShardPartitionLagHigh")
+    assert lag["labels"]["severity"] == "ticket", lag["labels"]
 
 
 @test("helm")

@@ -4,6 +4,26 @@
 //! Every counter has a single writer thread. Writers count into plain locals while they
 //! work through a batch and add the totals once at its end, so the hot path takes no
 //! lock and touches no shared cache line per event.
+//!
+//! This is what `prometheus::local` offers (`LocalIntCounter`, `LocalHistogram`), written
+//! here on purpose. For counters the two are the same thing, a `u64` added into an
+//! atomic at the flush, so the crate's types would only bring its registry and encoder
+//! in place of [`Metrics::render`]. For the latency histograms the crate's
+//! `LocalHistogram` is the slower: it has no weighted observation, while the publisher
+//! observes once per run of updates from one record (they share the record's times),
+//! and it finds a bucket with a linear scan of `f64` bounds.
+//! `cargo bench -p gameshard-dataplane --bench histogram` (release build, pinned,
+//! batches of 1,024 updates, each flushed once) measured, per update, on the 2-core
+//! development machine under a load average of 5 to 6 (other builds running):
+//!
+//! | updates per run | hand-written | `prometheus::local::LocalHistogram` |
+//! | --- | --- | --- |
+//! | 1 | 7.0 ns | 14.5 ns |
+//! | 16 | 0.61 ns | 14.8 ns |
+//! | 64 | 0.21 ns | 13.5 ns |
+//!
+//! Twice the cost for records of one event, 24 to 65 times for the records of 16 to 256
+//! events that gateways send.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
@@ -39,7 +59,10 @@ impl Default for Histogram {
     }
 }
 
-/// A thread's private histogram, added into a shared [`Histogram`] once per batch.
+/// A thread's private histogram, added into a shared [`Histogram`] once per batch: the
+/// counterpart of `prometheus::local::LocalHistogram`, with a weighted observation
+/// ([`LocalHistogram::observe_n`]) and an integer bucket search (the module's
+/// documentation has the measurement).
 #[derive(Clone)]
 pub struct LocalHistogram {
     bounds_ns: Box<[u64]>,

@@ -1,54 +1,88 @@
-//! The operator's admin server: `/metrics`, `/healthz` and `/readyz`, on a thread of
-//! its own with blocking sockets.
+//! The operator's admin server: `/metrics`, `/healthz` and `/readyz`, served by
+//! [`gameshard_admin`] on a thread of its own, apart from the controller's runtime.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+
+use gameshard_admin::{Config, Reply, Routes, Server, StatusCode};
 
 use crate::metrics::Metrics;
 
-/// Serves `metrics` on `addr`; `/readyz` answers 200 once `ready` is set.
+/// Serves `metrics` on `addr` until the returned server is dropped; `/readyz` answers
+/// 200 once `ready` is set.
 pub fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     ready: Arc<AtomicBool>,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let _ = answer(stream, &metrics, &ready);
-        }
-    })?;
-    Ok(local)
+) -> std::io::Result<Server> {
+    let routes = Routes::new()
+        .get("/metrics", move || Reply::metrics(metrics.render()))
+        .get("/healthz", || Reply::text(StatusCode::OK, "ok\n"))
+        .get("/readyz", move || {
+            if ready.load(Relaxed) {
+                Reply::text(StatusCode::OK, "ready\n")
+            } else {
+                Reply::text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+            }
+        });
+    Server::start(addr, routes, Config::default())
 }
 
-fn answer(stream: TcpStream, metrics: &Metrics, ready: &AtomicBool) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.by_ref().take(8192).read_line(&mut line)?;
-    loop {
-        let mut header = String::new();
-        if reader.by_ref().take(8192).read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn get(addr: SocketAddr, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
     }
-    let path = line.split_whitespace().nth(1).unwrap_or("").split('?').next().unwrap_or("");
-    let (status, body) = match path {
-        "/metrics" => ("200 OK", metrics.render()),
-        "/healthz" => ("200 OK", "ok\n".to_owned()),
-        "/readyz" if ready.load(Relaxed) => ("200 OK", "ready\n".to_owned()),
-        "/readyz" => ("503 Service Unavailable", "starting\n".to_owned()),
-        _ => ("404 Not Found", "not found\n".to_owned()),
-    };
-    let mut stream = reader.into_inner();
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
+
+    #[test]
+    fn metrics_and_probes_answer_and_readiness_follows_the_flag() {
+        let metrics = Metrics::new();
+        metrics.shard(
+            "games",
+            "zone-1",
+            crate::metrics::ShardGauges { replicas: 3, ..Default::default() },
+        );
+        let ready = Arc::new(AtomicBool::new(false));
+        let server = serve("127.0.0.1:0".parse().unwrap(), metrics, Arc::clone(&ready)).unwrap();
+        let addr = server.addr();
+
+        let (line, body) = get(addr, "/metrics");
+        assert_eq!(line, "HTTP/1.1 200 OK");
+        assert!(
+            body.contains(
+                r#"gameshard_operator_replicas{shard="zone-1",shard_namespace="games"} 3"#
+            ),
+            "{body}"
+        );
+        assert_eq!(get(addr, "/healthz"), ("HTTP/1.1 200 OK".to_owned(), "ok\n".to_owned()));
+        assert_eq!(get(addr, "/readyz").0, "HTTP/1.1 503 Service Unavailable");
+        ready.store(true, Relaxed);
+        assert_eq!(get(addr, "/readyz").0, "HTTP/1.1 200 OK");
+        assert_eq!(get(addr, "/status").0, "HTTP/1.1 404 Not Found");
+    }
+
+    #[test]
+    fn a_trickling_client_does_not_delay_healthz() {
+        let ready = Arc::new(AtomicBool::new(true));
+        let server = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(), ready).unwrap();
+        let mut trickling = TcpStream::connect(server.addr()).unwrap();
+        trickling.write_all(b"GET /metr").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        assert_eq!(get(server.addr(), "/healthz").0, "HTTP/1.1 200 OK");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "/healthz took {took:?}");
+    }
 }

@@ -171,13 +171,19 @@ fn container(inputs: &Inputs<'_>) -> Container {
         ("cpu".to_owned(), Quantity(spec.cpus.to_string())),
         ("memory".to_owned(), Quantity(spec.memory.clone())),
     ]);
-    let probe = |path: &str, period: i32| Probe {
+    // The admin server answers a probe within milliseconds, from a thread of its own and
+    // apart from any other client, so a probe's timeout only has to cover a loaded
+    // node's scheduling delays. A failed liveness probe restarts the pod (a restore and
+    // a replay), a failed readiness probe only takes it out of the Service: liveness
+    // waits longer.
+    let probe = |path: &str, period: i32, timeout: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::String("admin".into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
+        timeout_seconds: Some(timeout),
         failure_threshold: Some(3),
         ..Probe::default()
     };
@@ -207,8 +213,8 @@ fn container(inputs: &Inputs<'_>) -> Container {
             limits: Some(resources),
             ..ResourceRequirements::default()
         }),
-        readiness_probe: Some(probe("/readyz", 5)),
-        liveness_probe: Some(probe("/healthz", 10)),
+        readiness_probe: Some(probe("/readyz", 5, 2)),
+        liveness_probe: Some(probe("/healthz", 10, 5)),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS_USER),

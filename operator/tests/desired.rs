@@ -88,6 +88,20 @@ fn pods_are_hardened_and_need_no_kubernetes_access() {
 }
 
 #[test]
+fn probes_have_explicit_timeouts_and_liveness_is_the_more_patient() {
+    let s = shard(&json!({}));
+    let c = &objects(&s, 16)[0]["spec"]["template"]["spec"]["containers"][0];
+    let (ready, live) = (&c["readinessProbe"], &c["livenessProbe"]);
+    assert_eq!(ready["httpGet"]["port"], "admin");
+    assert_eq!(live["httpGet"]["port"], "admin");
+    assert_eq!(ready["timeoutSeconds"], 2, "{ready}");
+    assert_eq!(live["timeoutSeconds"], 5, "{live}");
+    for p in [ready, live] {
+        assert!(p["timeoutSeconds"].as_i64() < p["periodSeconds"].as_i64(), "{p}");
+    }
+}
+
+#[test]
 fn the_command_line_names_every_topic_with_defaults_from_the_shard_name() {
     let s = shard(
         &json!({"kafka": {"bootstrapServers": "k:9092", "inputTopic": "in", "outputTopic": "out", "deadLetterTopic": "dl", "config": {"linger.ms": "2"}, "credentialsSecret": {"name": "creds"}}}),
