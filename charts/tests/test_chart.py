@@ -96,24 +96,25 @@ ALERT_NAMES = {
     "GameShardAutoscalerAtLimit",
 }
 
-# The operator's rules on the namespaces it manages, as (apiGroups, resources, verbs).
+# The operator's rules on the namespaces it manages, as (apiGroups, resources, verbs):
+# exactly what the operator does (e2e/tests/controlplane.rs runs it with these rules on a
+# real API server), so a grant added here must be a request the operator makes.
 OPERATOR_RULES = {
-    (("gameshard.io",), ("gameshards",), frozenset({"get", "list", "watch", "patch", "update"})),
-    (("gameshard.io",), ("gameshards/status",), frozenset({"get", "patch", "update"})),
-    *(
-        ((group,), (resource,), frozenset({"get", "list", "watch", "create", "patch", "update", "delete"}))
-        for group, resource in [
-            ("apps", "statefulsets"),
-            ("", "services"),
-            ("policy", "poddisruptionbudgets"),
-            ("monitoring.coreos.com", "servicemonitors"),
-        ]
-    ),
-    (("",), ("pods",), frozenset({"get", "list", "watch"})),
+    (("gameshard.io",), ("gameshards",), frozenset({"list", "watch", "patch"})),
+    (("gameshard.io",), ("gameshards/status",), frozenset({"patch"})),
+    (("apps",), ("statefulsets",), frozenset({"get", "list", "watch", "create", "patch"})),
+    (("",), ("services",), frozenset({"list", "watch", "create", "patch"})),
+    (("policy",), ("poddisruptionbudgets",), frozenset({"create", "patch"})),
+    (("monitoring.coreos.com",), ("servicemonitors",), frozenset({"create", "patch"})),
+    (("",), ("pods",), frozenset({"list"})),
     (("events.k8s.io",), ("events",), frozenset({"create", "patch"})),
-    (("",), ("events",), frozenset({"create", "patch"})),
 }
-LEASE_RULES = {(("coordination.k8s.io",), ("leases",), frozenset({"get", "create", "update"}))}
+LEASE_RULES = {(("coordination.k8s.io",), ("leases",), frozenset({"get", "create", "patch"}))}
+
+# Verbs that no rule of the operator may grant on any resource: it deletes nothing (the
+# garbage collector does), never replaces a whole object (server-side apply only), and
+# never reads every object of a kind it only writes.
+NEVER = {"delete", "deletecollection", "update", "*"}
 
 # Cluster-scoped kinds the chart installs.
 CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
@@ -523,7 +524,7 @@ def _sample_series() -> list[dict]:
         add(f'gameshard_thread_cpu_seconds_total{{{dp}, thread="{thread}"}}', "0+30x20")
     for result in ("success", "failure"):
         add(f'gameshard_operator_reconciliations_total{{{op}, {shard}, result="{result}"}}', "0+1x20")
-    add(f'gameshard_operator_reconcile_failures_total{{{op}, reason="api"}}', "0+1x20")
+    add(f'gameshard_operator_reconcile_failures_total{{{op}, {shard}, reason="Conflict"}}', "0+1x20")
     for le in ("0.1", "+Inf"):
         add(f'gameshard_operator_reconcile_duration_seconds_bucket{{{op}, le="{le}"}}', "0+2x20")
     add(f"gameshard_operator_reconcile_duration_seconds_count{{{op}}}", "0+2x20")
@@ -878,6 +879,10 @@ def test_rbac_secrets_only_by_name():
         for role in render.of_kind("Role") + render.of_kind("ClusterRole"):
             for rule in role["rules"]:
                 assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+                assert not NEVER & set(rule["verbs"]), f"{role['metadata']['name']}: {rule}"
+                if rule["resources"] != ["pods"]:
+                    continue
+                assert rule["verbs"] == ["list"], f"the operator only lists pods: {rule}"
                 if "secrets" in rule["resources"]:
                     assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], rule
                     assert rule.get("resourceNames"), rule

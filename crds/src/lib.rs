@@ -84,6 +84,9 @@ pub struct GameShardSpec {
     /// (`kubectl scale gs/<name> --replicas=N` too); the operator then moves
     /// partitions to or from the pods one at a time. Unset, it is ceil(partitions /
     /// partitionsPerPod).
+    // Left out when unset: the API server refuses a null at the scale subresource's
+    // specReplicasPath.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub replicas: Option<i32>,
     /// The latency objective the shard is scaled and alerted on.

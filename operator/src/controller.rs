@@ -159,6 +159,7 @@ pub async fn reconcile<K: Kafka, S: Scrape>(
 ) -> Result<Action> {
     let started = Instant::now();
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
+    let name = shard.name_any();
     let api: Api<GameShard> = Api::namespaced(ctx.client.clone(), &ns);
     // A problem outside the cluster is a served reconcile with a Degraded status, and a
     // failure for the metric.
@@ -187,7 +188,7 @@ pub async fn reconcile<K: Kafka, S: Scrape>(
         Ok(_) => *problem.lock().unwrap_or_else(PoisonError::into_inner),
         Err(e) => Some(e.metric_label()),
     };
-    ctx.metrics.reconciled(started.elapsed().as_secs_f64(), failure);
+    ctx.metrics.reconciled(&ns, &name, started.elapsed().as_secs_f64(), failure);
     result
 }
 
@@ -270,6 +271,7 @@ async fn serve<K: Kafka, S: Scrape>(shard: &GameShard, ctx: &Context<K, S>) -> R
     let moving = pending || in_flight > 0 || running > replicas;
     let observed = Observed { moving: moving.then_some(in_flight), ..observe(shard, Some(&sts)) };
     let status = GameShardStatus {
+        partitions: Some(partitions),
         assignment: status_assignment(&seen),
         assignment_epoch: seen.log.assignment.as_ref().map(|a| a.epoch as i64),
         handoffs_in_flight: in_flight as i32,
@@ -527,12 +529,7 @@ async fn write_status<K, S: Scrape>(
     status.ready_replicas = observed.ready;
     status.selector = Some(desired::selector(shard));
     let p99 = if observed.ready > 0 {
-        // Ready pods have DNS names under the headless Service.
-        let service = desired::headless_service(shard).name_any();
-        let hosts: Vec<String> = desired::pod_names(shard, observed.replicas)
-            .into_iter()
-            .map(|pod| format!("{pod}.{service}.{ns}.svc"))
-            .collect();
+        let hosts = ready_pod_ips(ctx, shard, &ns).await;
         let port = desired::ADMIN_PORT as u16;
         ctx.latency.p99(&ctx.scrape, (&ns, &shard.name_any()), &hosts, port).await
     } else {
@@ -562,6 +559,34 @@ async fn write_status<K, S: Scrape>(
     )
     .await?;
     Ok(())
+}
+
+/// The IPs of the shard's ready pods. Scraped by IP, as Prometheus does, because pod
+/// DNS names need a cluster DNS that resolves the headless Service from the operator.
+/// A failed list only costs this round's p99.
+async fn ready_pod_ips<K, S>(ctx: &Context<K, S>, shard: &GameShard, ns: &str) -> Vec<String> {
+    let selector: Vec<String> =
+        desired::selector_labels(shard).iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match pods.list(&ListParams::default().labels(&selector.join(","))).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter_map(|pod| {
+                let status = pod.status?;
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(status.pod_ip).flatten()
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(shard = %shard.name_any(), %error, "cannot list the shard's pods");
+            Vec::new()
+        }
+    }
 }
 
 async fn publish_event<K, S>(

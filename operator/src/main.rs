@@ -15,7 +15,7 @@ use gameshard_operator::admin;
 use gameshard_operator::controller::{self, Context};
 use gameshard_operator::desired::{self, Inputs};
 use gameshard_operator::latency::Http;
-use gameshard_operator::leader::{Elector, RENEW_EVERY};
+use gameshard_operator::leader::Elector;
 use gameshard_operator::metrics::Metrics;
 use gameshard_operator::topics::RdKafka;
 use kube::api::Api;
@@ -194,24 +194,20 @@ async fn elect(
     lease_name: &str,
     identity: &str,
     sigterm: &mut tokio::signal::unix::Signal,
-) -> Option<Elector> {
+) -> anyhow::Result<Option<Elector>> {
     let namespace =
         std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_owned());
-    let elector = Elector::new(client.clone(), &namespace, lease_name, identity);
-    tracing::info!(%identity, lease = %lease_name, "waiting for the leader lease");
-    loop {
-        tokio::select! {
-            acquired = elector.try_acquire() => match acquired {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "leader election failed; retrying"),
-            },
-            _ = sigterm.recv() => return None,
-        }
-        tokio::time::sleep(RENEW_EVERY).await;
+    tracing::info!(%identity, lease = %lease_name, %namespace, "waiting for the leader lease");
+    let elector = tokio::select! {
+        elector = Elector::new(client.clone(), &namespace, lease_name, identity) => elector?,
+        _ = sigterm.recv() => return Ok(None),
+    };
+    tokio::select! {
+        () = elector.acquire() => {}
+        _ = sigterm.recv() => return Ok(None),
     }
     tracing::info!(%identity, "leading");
-    Some(elector)
+    Ok(Some(elector))
 }
 
 fn render(args: &RenderArgs) -> anyhow::Result<()> {
@@ -271,7 +267,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let lease = if args.leader_election {
         ready.store(true, Relaxed);
-        let Some(elector) = elect(&client, &args.lease_name, &identity, &mut sigterm).await else {
+        let Some(elector) = elect(&client, &args.lease_name, &identity, &mut sigterm).await? else {
             return Ok(());
         };
         Some(elector)
@@ -300,34 +296,39 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = shutdown_rx.await;
     };
     let controllers = run_controllers(client.clone(), args.namespaces.clone(), ctx, shutdown);
-    let watchdog = async {
+    // Leadership ends the process: a replica that lost the lease exits, and its restart
+    // stands by for the lease again.
+    let leadership = async {
+        match &lease {
+            Some(elector) => Some(elector.hold().await),
+            None => std::future::pending().await,
+        }
+    };
+    let stop = async {
         let mut stop_rx = stop_rx;
-        let mut renew = tokio::time::interval(RENEW_EVERY);
-        loop {
-            tokio::select! {
-                _ = sigterm.recv() => return "SIGTERM",
-                _ = stop_rx.changed() => return "interrupted",
-                _ = renew.tick() => {
-                    if let Some(elector) = &lease
-                        && !matches!(elector.try_acquire().await, Ok(true))
-                    {
-                        return "leader lease lost";
-                    }
-                }
-            }
+        tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = stop_rx.changed() => "interrupted",
         }
     };
     tokio::pin!(controllers);
-    tokio::select! {
+    let lost = tokio::select! {
         () = &mut controllers => bail!("the controller stopped"),
-        why = watchdog => {
+        lost = leadership => lost,
+        why = stop => {
             tracing::info!(why, "stopping");
-            let _ = shutdown_tx.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
-            if why == "leader lease lost" {
-                bail!("lost the leader lease; exiting so that a new leader takes over");
-            }
+            None
         }
+    };
+    if let Some(lost) = &lost {
+        tracing::warn!(%lost, "no longer leading; stopping");
+    }
+    let _ = shutdown_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
+    match (lost, &lease) {
+        (Some(lost), _) => bail!("{lost}; exiting so that a new leader takes over"),
+        (None, Some(elector)) => elector.release().await,
+        (None, None) => {}
     }
     Ok(())
 }

@@ -47,16 +47,19 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let reconciliations = IntCounterVec::new(
-            Opts::new("gameshard_operator_reconciliations_total", "Reconciliations by result."),
-            &["result"],
+            Opts::new(
+                "gameshard_operator_reconciliations_total",
+                "Reconciliations of a shard by result.",
+            ),
+            &["shard_namespace", "shard", "result"],
         )
         .expect("valid metric");
         let failures = IntCounterVec::new(
             Opts::new(
                 "gameshard_operator_reconcile_failures_total",
-                "Failed reconciliations by reason.",
+                "Failed reconciliations of a shard by reason.",
             ),
-            &["reason"],
+            &["shard_namespace", "shard", "reason"],
         )
         .expect("valid metric");
         let duration = HistogramVec::new(
@@ -113,14 +116,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a reconciliation that took `seconds` and failed with `reason`, if it did.
-    pub fn reconciled(&self, seconds: f64, failure: Option<&str>) {
+    /// Counts a reconciliation of shard `namespace/name` that took `seconds` and failed
+    /// with `reason`, if it did.
+    pub fn reconciled(&self, namespace: &str, name: &str, seconds: f64, failure: Option<&str>) {
         self.duration.with_label_values::<&str>(&[]).observe(seconds);
-        self.reconciliations
-            .with_label_values(&[if failure.is_some() { "failure" } else { "success" }])
-            .inc();
+        let result = if failure.is_some() { "failure" } else { "success" };
+        self.reconciliations.with_label_values(&[namespace, name, result]).inc();
         if let Some(reason) = failure {
-            self.failures.with_label_values(&[reason]).inc();
+            self.failures.with_label_values(&[namespace, name, reason]).inc();
         }
     }
 

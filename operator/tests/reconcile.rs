@@ -215,7 +215,9 @@ fn merge(a: &mut Value, b: Value) {
 }
 
 /// The mocked API server: expects requests one by one.
-struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+/// The second field is the ready replicas of the StatefulSet status it last answered an
+/// apply with: with any, the status write lists the shard's pods to scrape them.
+struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>, i64);
 
 impl ApiServer {
     /// Takes the next request, checks its method and path, and returns its body.
@@ -241,7 +243,9 @@ impl ApiServer {
         (body, query, send)
     }
 
-    /// A server-side apply of `path`: answered with the body it sent, plus `status`.
+    /// A server-side apply of `path`, answered as an API server does: the object as
+    /// applied, with `status`, the status the server held (a new StatefulSet holds
+    /// `{"replicas": 0}`: no controller has acted on it yet).
     async fn apply(&mut self, path: &str, status: Value) -> Value {
         let (mut body, query, send) = self.expect(Method::PATCH, path).await;
         assert!(
@@ -249,6 +253,9 @@ impl ApiServer {
             "{query}"
         );
         let sent = body.clone();
+        if path == STS {
+            self.1 = status["readyReplicas"].as_i64().unwrap_or(0);
+        }
         if !status.is_null() {
             body["status"] = status;
         }
@@ -282,8 +289,10 @@ impl ApiServer {
     async fn pods(&mut self, ready: &[&str], not_ready: &[&str]) {
         let (_, query, send) = self.expect(Method::GET, PODS).await;
         assert!(query.contains("labelSelector="), "{query}");
+        // Pod zone-N has IP 10.0.0.N+1.
         let pod = |name: &str, ready: bool| {
-            json!({"metadata": {"name": name}, "status": {"conditions": [
+            let n: u32 = name.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(99);
+            json!({"metadata": {"name": name}, "status": {"podIP": format!("10.0.0.{}", n + 1), "conditions": [
                 {"type": "Ready", "status": if ready { "True" } else { "False" }}
             ]}})
         };
@@ -294,6 +303,22 @@ impl ApiServer {
             .collect();
         let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items});
         send.send_response(Response::new(Body::from(serde_json::to_vec(&list).unwrap())));
+    }
+
+    /// The next request, answered with the API error `code` (`reason` in its Status).
+    async fn fail(&mut self, method: Method, path: &str, code: u16, reason: &str) {
+        let (_, _, send) = self.expect(method, path).await;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason});
+        let response = Response::builder()
+            .status(StatusCode::from_u16(code).unwrap())
+            .body(Body::from(serde_json::to_vec(&status).unwrap()));
+        send.send_response(response.unwrap());
+    }
+
+    /// The next request, failed in transport: no answer came in time.
+    async fn time_out(&mut self, method: Method, path: &str) {
+        let (_, _, send) = self.expect(method, path).await;
+        send.send_error(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"));
     }
 
     /// A JSON patch of the shard itself (its finalizers): returns the patch.
@@ -361,7 +386,7 @@ fn setup_with_pages(
         false,
         controller::reporter(Some("test".into())),
     );
-    (Arc::new(ctx), kafka, ApiServer(handle), pages)
+    (Arc::new(ctx), kafka, ApiServer(handle, 0), pages)
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -423,6 +448,10 @@ async fn after_statefulset(server: &mut ApiServer, events: &[&str]) -> Value {
     for want in events {
         assert_eq!(server.event().await, *want);
     }
+    if server.1 > 0 {
+        // No pod of the list is ready here: nothing to scrape.
+        server.pods(&[], &[]).await;
+    }
     server.apply_status().await["status"].clone()
 }
 
@@ -480,9 +509,7 @@ async fn create_makes_topics_applies_and_publishes_the_first_assignment() {
     // control topic meanwhile.
     let (action, server) = step(shard(1, json!({})), &ctx, server, |mut server| async move {
         assert_eq!(server.event().await, "TopicsCreated");
-        let sts = server
-            .apply(STS, json!({"replicas": 2, "readyReplicas": 0, "updatedReplicas": 2}))
-            .await;
+        let sts = server.apply(STS, json!({"replicas": 0, "availableReplicas": 0})).await;
         assert_eq!(sts["spec"]["replicas"], 2, "16 partitions at 8 per pod");
         let container = &sts["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["resources"]["requests"], container["resources"]["limits"]);
@@ -496,8 +523,11 @@ async fn create_makes_topics_applies_and_publishes_the_first_assignment() {
         assert_eq!(status["replicas"], 2);
         assert_eq!(status["selector"], "app.kubernetes.io/component=dataplane,app.kubernetes.io/instance=zone,app.kubernetes.io/name=gameshard");
         assert_eq!(condition(&status, "Ready")["reason"], "PodsNotReady");
+        // The StatefulSet was just created: none of its pods exists yet.
         assert_eq!(condition(&status, "Progressing")["status"], "True");
+        assert_eq!(condition(&status, "Progressing")["message"], "0 of 2 pods updated, 0 ready", "{status}");
         assert_eq!(condition(&status, "Degraded")["status"], "False");
+        assert_eq!(status["partitions"], 16);
         server
     })
     .await;
@@ -702,6 +732,7 @@ async fn a_paused_shard_is_only_observed() {
         server
             .get(STS, json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 3, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3}}))
             .await;
+        server.pods(&[], &[]).await;
         let status = server.apply_status().await["status"].clone();
         assert_eq!(condition(&status, "Progressing")["reason"], "Paused");
         assert_eq!(condition(&status, "Ready")["status"], "True");
@@ -824,20 +855,19 @@ fn latency_page(within_1ms: u64, within_2ms: u64, total: u64) -> String {
 async fn the_observed_p99_is_read_from_the_ready_pods_over_the_time_between_scrapes() {
     let pages = Pages::default();
     pages.pages.lock().unwrap().extend([
-        (
-            "zone-0.zone.game.svc".to_owned(),
-            vec![latency_page(500, 500, 500), latency_page(1480, 1500, 1500)],
-        ),
-        ("zone-1.zone.game.svc".to_owned(), vec![latency_page(0, 0, 0), latency_page(0, 0, 0)]),
+        ("10.0.0.1".to_owned(), vec![latency_page(500, 500, 500), latency_page(1480, 1500, 1500)]),
+        ("10.0.0.2".to_owned(), vec![latency_page(0, 0, 0), latency_page(0, 0, 0)]),
     ]);
     let (ctx, _kafka, mut server, pages) = setup_with_pages(FakeKafka::default(), pages);
     let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 2, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}});
-    // Two reconciliations of a paused shard, a minute apart: each reads the StatefulSet
-    // and writes the status.
+    // Two reconciliations of a paused shard, a minute apart: each reads the StatefulSet,
+    // lists the shard's pods (by IP: the one not ready is not scraped) and writes the
+    // status.
     let script = tokio::spawn(async move {
         let mut statuses = Vec::new();
         for _ in 0..2 {
             server.get(STS, sts.clone()).await;
+            server.pods(&["zone-0", "zone-1"], &["zone-2"]).await;
             statuses.push(server.apply_status().await["status"].clone());
         }
         server.silent().await;
@@ -852,13 +882,96 @@ async fn the_observed_p99_is_read_from_the_ready_pods_over_the_time_between_scra
     // 1,000 new updates on zone-0, 980 within 1 ms: the 990th is halfway into 1-2 ms.
     assert_eq!(statuses[1]["observedP99"], "1.5ms", "{}", statuses[1]);
     assert_eq!(statuses[1]["observedP99Ms"], 1.5);
-    assert_eq!(
-        *pages.asked.lock().unwrap(),
-        [
-            "zone-0.zone.game.svc",
-            "zone-1.zone.game.svc",
-            "zone-0.zone.game.svc",
-            "zone-1.zone.game.svc"
-        ]
+    assert_eq!(*pages.asked.lock().unwrap(), ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"]);
+}
+
+/// The failure counter's value for shard game/zone and `reason`.
+fn failures(ctx: &Ctx, reason: &str) -> u64 {
+    let page = ctx.metrics.render();
+    let series = format!(
+        "gameshard_operator_reconcile_failures_total{{reason=\"{reason}\",shard=\"zone\",shard_namespace=\"game\"}} "
     );
+    page.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |v| v.parse().expect("a count"))
+}
+
+/// Runs one reconciliation that must fail, against `server`'s script.
+async fn reconcile_failing<F>(
+    shard: GameShard,
+    ctx: Arc<Ctx>,
+    script: F,
+) -> gameshard_operator::Error
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let server = tokio::spawn(script);
+    let error =
+        Box::pin(controller::reconcile(Arc::new(shard), ctx)).await.expect_err("reconcile fails");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("every expected request came")
+        .expect("script passed");
+    error
+}
+
+#[tokio::test]
+async fn a_conflicting_apply_fails_the_reconcile_and_counts_a_conflict_for_the_shard() {
+    let (ctx, _kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let s = applied(shard(1, json!({})), 2);
+    let error = reconcile_failing(s.clone(), Arc::clone(&ctx), async move {
+        server.fail(Method::PATCH, STS, 409, "Conflict").await;
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(error.metric_label(), "Conflict");
+    assert_eq!(failures(&ctx, "Conflict"), 1, "{}", ctx.metrics.render());
+    assert_eq!(
+        controller::error_policy(Arc::new(s), &error, ctx),
+        Action::requeue(Duration::from_secs(15)),
+        "retried soon"
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_on_the_status_counts_an_api_error_after_the_children_are_applied() {
+    let (ctx, _kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let error = reconcile_failing(applied(shard(1, json!({})), 2), Arc::clone(&ctx), async move {
+        server.apply(STS, json!({"replicas": 0})).await;
+        server.apply(SVC, Value::Null).await;
+        server.apply(SVC_METRICS, Value::Null).await;
+        server.apply(PDB, Value::Null).await;
+        server.fail(Method::PATCH, STATUS, 503, "ServiceUnavailable").await;
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(error.metric_label(), "ApiError");
+    assert_eq!(failures(&ctx, "ApiError"), 1);
+    assert_eq!(failures(&ctx, "Conflict"), 0);
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_counts_the_api_as_unreachable() {
+    let (ctx, _kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let error = reconcile_failing(applied(shard(1, json!({})), 2), Arc::clone(&ctx), async move {
+        server.apply(STS, json!({"replicas": 0})).await;
+        server.time_out(Method::PATCH, SVC).await;
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(error.metric_label(), "ApiUnreachable");
+    assert_eq!(failures(&ctx, "ApiUnreachable"), 1);
+}
+
+#[tokio::test]
+async fn a_forbidden_secret_counts_forbidden_and_kafka_is_not_asked() {
+    let (ctx, kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
+    let s =
+        applied(shard(1, json!({"spec": {"kafka": {"credentialsSecret": {"name": "creds"}}}})), 2);
+    let error = reconcile_failing(s, Arc::clone(&ctx), async move {
+        server.fail(Method::GET, "/api/v1/namespaces/game/secrets/creds", 403, "Forbidden").await;
+        server.silent().await;
+    })
+    .await;
+    assert_eq!(error.metric_label(), "Forbidden");
+    assert_eq!(failures(&ctx, "Forbidden"), 1);
+    assert_eq!(*kafka.calls.lock().unwrap(), 0, "Kafka is not asked without its credentials");
 }

@@ -1,10 +1,15 @@
-//! Real components started by tests and benchmarks on loopback: an Apache Kafka broker
-//! and data-plane processes.
+//! Real components started by tests and benchmarks on loopback: an Apache Kafka broker,
+//! data-plane processes, and a Kubernetes control plane with a node agent.
 
+pub mod binary;
 pub mod broker;
+pub mod controlplane;
 pub mod dataplane;
+pub mod helm;
 pub mod kafka;
 pub mod kstreams;
+pub mod nodeagent;
+pub mod operator;
 pub mod tls;
 pub mod tools;
 pub mod watchdog;
