@@ -3,15 +3,20 @@
 //! the shard's topics and publishes its partition assignment.
 //!
 //! The desired state is computed by pure functions ([`desired`]); the reconciler
-//! ([`controller`]) reads, applies with server-side apply and writes status.
+//! ([`controller`]) reads, applies with server-side apply and writes status. The
+//! autoscaling policy ([`autoscaler`]) is pure as well: signals and time in, a replica
+//! count out.
 
 pub mod admin;
 pub mod assignment;
+pub mod autoscaler;
 pub mod controller;
 pub mod desired;
 pub mod handoff;
+pub mod http;
 pub mod latency;
 pub mod leader;
+pub mod local;
 pub mod metrics;
 pub mod status;
 pub mod topics;
