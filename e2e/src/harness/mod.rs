@@ -1,8 +1,9 @@
 //! Real components started by tests and benchmarks on loopback: a Kafka-compatible broker
-//! (tansu) and data-plane processes.
+//! (tansu), data-plane processes and a Prometheus server.
 
 pub mod broker;
 pub mod dataplane;
 pub mod kafka;
+pub mod prometheus;
 pub mod tools;
 pub mod zone;
