@@ -64,6 +64,9 @@ DATAPLANE_METRICS = {
     "gameshard_queue_depth",
     "gameshard_latency_target_seconds",
     "gameshard_updates_within_target_total",
+    "gameshard_input_gap_records_total",
+    *(f"gameshard_handoff_duration_seconds{s}" for s in ("_bucket", "_sum", "_count")),
+    "gameshard_thread_cpu_seconds_total",
 }
 OPERATOR_METRICS = {
     "gameshard_operator_reconciliations_total",
@@ -86,6 +89,7 @@ ALERT_NAMES = {
     "GameShardPartitionLagHigh",
     "GameShardNoEvents",
     "GameShardSnapshotTooOld",
+    "GameShardInputRecordsLost",
     "GameShardMalformedSpike",
     "GameShardDataPlaneDown",
     "GameShardOperatorReconcileErrors",
@@ -510,6 +514,13 @@ def _sample_series() -> list[dict]:
     # Target 1 ms: the updates within it are those of the 0.001 bucket.
     add(f"gameshard_latency_target_seconds{{{dp}}}", "0.001x20")
     add(f"gameshard_updates_within_target_total{{{dp}}}", "0+99x20")
+    add(f'gameshard_input_gap_records_total{{{dp}, partition="0"}}', "0x20")
+    for le in ("0.1", "+Inf"):
+        add(f'gameshard_handoff_duration_seconds_bucket{{{dp}, le="{le}"}}', "0+1x20")
+    add(f"gameshard_handoff_duration_seconds_count{{{dp}}}", "0+1x20")
+    add(f"gameshard_handoff_duration_seconds_sum{{{dp}}}", "0+0.05x20")
+    for thread in ("io", "state", "publisher"):
+        add(f'gameshard_thread_cpu_seconds_total{{{dp}, thread="{thread}"}}', "0+30x20")
     for result in ("success", "failure"):
         add(f'gameshard_operator_reconciliations_total{{{op}, {shard}, result="{result}"}}', "0+1x20")
     add(f'gameshard_operator_reconcile_failures_total{{{op}, reason="api"}}', "0+1x20")

@@ -29,7 +29,7 @@ use crate::metrics::{Metrics, ShardGauges};
 use crate::scaler::{self, Pacing, Scalers};
 use crate::signals::{Fetch, HttpClient};
 use crate::status::{self, Observed, Problem, Scaling};
-use crate::topics::{Cluster, Kafka, KafkaError, TopicSpec};
+use crate::topics::{self, Cluster, Kafka, KafkaError};
 use crate::{Error, Result};
 
 /// How often a healthy shard is looked at again.
@@ -534,60 +534,15 @@ async fn check_kafka<K: Kafka, S>(
     ctx: &Context<K, S>,
     ns: &str,
 ) -> Result<std::result::Result<(i32, Cluster), (Problem, String)>> {
-    let spec = &shard.spec.kafka;
     let cluster = match cluster_of(shard, ctx, ns).await? {
         Ok(cluster) => cluster,
         Err(problem) => return Ok(Err(problem)),
     };
-    let mut names = vec![
-        spec.input_topic.clone(),
-        spec.output_topic.clone(),
-        shard.snapshot_topic(),
-        shard.control_topic(),
-    ];
-    names.extend(spec.dead_letter_topic.clone());
-    let counts = match ctx.kafka.partitions(&cluster, &names).await {
-        Ok(counts) => counts,
-        Err(e) => return Ok(Err((kafka_problem(&e), e.to_string()))),
+    let (partitions, created) = match topics::ensure(&ctx.kafka, shard, &cluster).await {
+        Ok(found) => found,
+        Err(problem) => return Ok(Err(problem)),
     };
-    let Some(partitions) = counts[0] else {
-        return Ok(Err((
-            Problem::InputTopicMissing,
-            format!("input topic {:?} does not exist", spec.input_topic),
-        )));
-    };
-    if let Some(specified) = shard.spec.partitions.filter(|&p| p != partitions) {
-        return Ok(Err((
-            Problem::PartitionMismatch,
-            format!(
-                "spec.partitions is {specified} but input topic {:?} has {partitions}",
-                spec.input_topic
-            ),
-        )));
-    }
-    let mut missing = Vec::new();
-    for (i, (name, count)) in names.iter().zip(&counts).enumerate().skip(1) {
-        let wanted = if i == 3 { 1 } else { partitions };
-        match count {
-            None => missing.push(TopicSpec {
-                name: name.clone(),
-                partitions: wanted,
-                config: topic_config(i),
-            }),
-            Some(have) if *have < wanted => {
-                return Ok(Err((
-                    Problem::TopicTooSmall,
-                    format!("topic {name:?} has {have} partitions; it needs {wanted}"),
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    if !missing.is_empty() {
-        if let Err(e) = ctx.kafka.create(&cluster, &missing).await {
-            return Ok(Err((kafka_problem(&e), e.to_string())));
-        }
-        let created: Vec<&str> = missing.iter().map(|t| t.name.as_str()).collect();
+    if !created.is_empty() {
         publish_event(
             ctx,
             shard,
@@ -599,25 +554,6 @@ async fn check_kafka<K: Kafka, S>(
         .await;
     }
     Ok(Ok((partitions, cluster)))
-}
-
-/// Settings of the topics the operator creates, by their place in the topic list.
-fn topic_config(index: usize) -> Vec<(&'static str, &'static str)> {
-    match index {
-        // Snapshots: a week, far longer than any snapshot interval; the data plane
-        // snapshots every owned partition at least every six hours, idle or not.
-        2 => vec![("cleanup.policy", "delete"), ("retention.ms", "604800000")],
-        // Control: the latest assignment must stay.
-        3 => vec![("cleanup.policy", "compact")],
-        _ => Vec::new(),
-    }
-}
-
-fn kafka_problem(e: &KafkaError) -> Problem {
-    match e {
-        KafkaError::Unreachable(_) => Problem::BrokerUnreachable,
-        KafkaError::Refused(_) => Problem::KafkaRefused,
-    }
 }
 
 /// What the StatefulSet (if any) says of the pods.

@@ -40,6 +40,25 @@ enum Command {
     Crd,
     /// Print, as YAML, every object the operator would apply for a GameShard.
     Render(RenderArgs),
+    /// Run one GameShard file on this machine: the same topics, assignment, handoffs
+    /// and autoscaling, with data-plane processes instead of a StatefulSet.
+    Local(LocalArgs),
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// The GameShard file; edits take effect while it runs.
+    #[arg(short = 'f', long)]
+    file: PathBuf,
+    /// Bootstrap servers in place of the file's `spec.kafka.bootstrapServers`.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// The gameshard-dataplane binary (default: next to this one, else on PATH).
+    #[arg(long)]
+    dataplane: Option<PathBuf>,
+    /// Folder of the data planes' logs.
+    #[arg(long, default_value = "gameshard-local-logs")]
+    logs: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -83,16 +102,59 @@ fn main() -> anyhow::Result<()> {
         Command::Crd => emit(&serde_saphyr::to_string(&GameShard::crd())?),
         Command::Render(args) => render(&args),
         Command::Run(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            logs();
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
         }
+        Command::Local(args) => {
+            logs();
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(local(args))
+        }
     }
+}
+
+fn logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Local mode until SIGINT or SIGTERM, which drains every data plane.
+async fn local(args: LocalArgs) -> anyhow::Result<()> {
+    let dataplane = match args.dataplane {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|dir| dir.join("gameshard-dataplane"))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("gameshard-dataplane")),
+    };
+    gameshard_operator::local::read(&args.file, args.bootstrap_servers.as_deref())
+        .map_err(|e| anyhow::anyhow!("-f: {e}"))?;
+    let options = gameshard_operator::local::Options {
+        file: args.file,
+        dataplane,
+        bootstrap: args.bootstrap_servers,
+        logs: args.logs,
+        extra_args: Vec::new(),
+    };
+    let status = Arc::default();
+    let scale = Arc::default();
+    let local = gameshard_operator::local::Local::new(options, RdKafka::default(), status, scale);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = async { if let Some(t) = &mut term { t.recv().await; } } => {}
+        }
+        let _ = stop.send(true);
+    });
+    local.run(stopped).await
 }
 
 /// Runs one controller over every namespace, or one per watched namespace, until

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use gameshard_crds::GameShard;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -14,6 +15,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::status::Problem;
 
 /// How long a metadata request may take before the cluster counts as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -310,6 +313,84 @@ impl ControlLink for RdKafkaControl {
                 .map(|_| ())
                 .map_err(|(e, _)| KafkaError::Refused(e.to_string()))
         })
+    }
+}
+
+/// Checks a shard's topics on `cluster` and creates the missing ones it writes: the
+/// input topic's partition count and the names of the topics created; or the problem
+/// that stops the shard (a missing input topic, a partition mismatch, a topic too
+/// small, an unreachable or refusing cluster).
+pub async fn ensure<K: Kafka>(
+    kafka: &K,
+    shard: &GameShard,
+    cluster: &Cluster,
+) -> Result<(i32, Vec<String>), (Problem, String)> {
+    let spec = &shard.spec.kafka;
+    let mut names = vec![
+        spec.input_topic.clone(),
+        spec.output_topic.clone(),
+        shard.snapshot_topic(),
+        shard.control_topic(),
+    ];
+    names.extend(spec.dead_letter_topic.clone());
+    let counts =
+        kafka.partitions(cluster, &names).await.map_err(|e| (problem(&e), e.to_string()))?;
+    let Some(partitions) = counts[0] else {
+        return Err((
+            Problem::InputTopicMissing,
+            format!("input topic {:?} does not exist", spec.input_topic),
+        ));
+    };
+    if let Some(specified) = shard.spec.partitions.filter(|&p| p != partitions) {
+        return Err((
+            Problem::PartitionMismatch,
+            format!(
+                "spec.partitions is {specified} but input topic {:?} has {partitions}",
+                spec.input_topic
+            ),
+        ));
+    }
+    let mut missing = Vec::new();
+    for (i, (name, count)) in names.iter().zip(&counts).enumerate().skip(1) {
+        let wanted = if i == 3 { 1 } else { partitions };
+        match count {
+            None => missing.push(TopicSpec {
+                name: name.clone(),
+                partitions: wanted,
+                config: topic_config(i),
+            }),
+            Some(have) if *have < wanted => {
+                return Err((
+                    Problem::TopicTooSmall,
+                    format!("topic {name:?} has {have} partitions; it needs {wanted}"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        kafka.create(cluster, &missing).await.map_err(|e| (problem(&e), e.to_string()))?;
+    }
+    Ok((partitions, missing.into_iter().map(|t| t.name).collect()))
+}
+
+/// Settings of the topics the operator creates, by their place in the topic list.
+fn topic_config(index: usize) -> Vec<(&'static str, &'static str)> {
+    match index {
+        // Snapshots: a week, far longer than any snapshot interval; the data plane
+        // snapshots every owned partition at least every six hours, idle or not.
+        2 => vec![("cleanup.policy", "delete"), ("retention.ms", "604800000")],
+        // Control: the latest assignment must stay.
+        3 => vec![("cleanup.policy", "compact")],
+        _ => Vec::new(),
+    }
+}
+
+/// The Degraded reason of a failed Kafka request.
+pub fn problem(e: &KafkaError) -> Problem {
+    match e {
+        KafkaError::Unreachable(_) => Problem::BrokerUnreachable,
+        KafkaError::Refused(_) => Problem::KafkaRefused,
     }
 }
 
