@@ -101,7 +101,7 @@ ALERT_NAMES = {
 # real API server), so a grant added here must be a request the operator makes.
 OPERATOR_RULES = {
     (("gameshard.io",), ("gameshards",), frozenset({"list", "watch", "patch"})),
-    (("gameshard.io",), ("gameshards/status",), frozenset({"patch"})),
+    (("gameshard.io",), ("gameshards/status", "gameshards/scale"), frozenset({"patch"})),
     (("apps",), ("statefulsets",), frozenset({"get", "list", "watch", "create", "patch"})),
     (("",), ("services",), frozenset({"list", "watch", "create", "patch"})),
     (("policy",), ("poddisruptionbudgets",), frozenset({"create", "patch"})),

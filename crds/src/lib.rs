@@ -403,6 +403,11 @@ pub struct PrometheusSpec {
     /// `namespace="game"` where several namespaces have shards of the same name.
     #[serde(default)]
     pub matchers: BTreeMap<String, String>,
+    /// The range of the `rate()` queries, in seconds: at least two of the server's
+    /// scrape intervals. By default the larger of `intervalSeconds` and 60 (four scrapes
+    /// at the shard's ServiceMonitor's 15 s).
+    #[schemars(range(min = 1))]
+    pub rate_window_seconds: Option<i64>,
 }
 
 /// Autoscaling modes.
@@ -464,15 +469,17 @@ pub struct GameShardStatus {
     /// Which pod owns which partitions.
     #[serde(default)]
     pub assignment: Vec<PodAssignment>,
-    /// Observed p99 event latency, for display (`1.8ms`): of the updates the ready pods
-    /// published between the operator's last two scrapes of their metrics (at least 30 s
-    /// apart); absent before the second scrape and while no update is published.
+    /// Observed p99 event latency, for display (`1.8ms`): the autoscaler's latest
+    /// reading, over its last interval, from the pods' latency histograms (or the
+    /// Prometheus server's); absent before its second reading, while no update is
+    /// published and while its signals are missing.
     pub observed_p99: Option<String>,
     /// Observed p99 event latency in milliseconds (see `observedP99`).
     pub observed_p99_ms: Option<f64>,
-    /// Replicas the autoscaler wants.
+    /// Replicas the autoscaler wants: after its last step in `Auto`, its recommendation
+    /// in `Recommend`; absent in `Off`.
     pub desired_replicas: Option<i32>,
-    /// When the shard was last scaled.
+    /// When the autoscaler last scaled the shard.
     pub last_scale_time: Option<Time>,
     /// The last decision of the autoscaler, for people: what it saw and what it did.
     pub last_scale_decision: Option<String>,

@@ -475,12 +475,15 @@ async fn the_operator_reconciles_the_example_rolls_on_change_respects_pause_and_
     .await;
     let status = eventually("a status with conditions", Duration::from_secs(30), || async {
         let s = shards.get(&name).await.ok()?.status?;
-        (s.conditions.len() == 3 && s.replicas == 2).then_some(s)
+        (s.conditions.len() == 5 && s.replicas == 2).then_some(s)
     })
     .await;
     let by = |t: &str| status.conditions.iter().find(|c| c.type_ == t).expect("condition").clone();
     assert_eq!(by("Ready").reason, "PodsNotReady", "no pod runs yet: {:?}", status.conditions);
     assert_eq!(by("Degraded").status, "False", "{:?}", status.conditions);
+    // Autoscaling is Off in the example scaled down here, and no pod runs to measure.
+    assert_eq!(by("ScalingLimited").reason, "AutoscalingOff", "{:?}", status.conditions);
+    assert_eq!(by("SLOBreached").status, "Unknown", "{:?}", status.conditions);
     assert_eq!(status.partitions, Some(4));
 
     // The printer columns, read as `kubectl get gs` reads them.

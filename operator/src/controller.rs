@@ -16,15 +16,19 @@ use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::autoscaler;
 use crate::desired::{self, FIELD_MANAGER, Inputs};
 use crate::handoff::{self, Driver, Seen, Target};
-use crate::latency::{self, Http, Scrape, Windows};
+use crate::kube_scaler::{PodEndpoints, ScaleSubresource};
 use crate::metrics::{Metrics, ShardGauges};
-use crate::status::{self, Observed, Problem};
+use crate::scaler::{self, Pacing, Scalers};
+use crate::signals::{Fetch, HttpClient};
+use crate::status::{self, Observed, Problem, Scaling};
 use crate::topics::{self, Cluster, Kafka, KafkaError};
 use crate::{Error, Result};
 
@@ -100,15 +104,19 @@ impl Drivers {
 }
 
 /// What the reconciler needs.
-pub struct Context<K, S = Http> {
+pub struct Context<K, S = HttpClient> {
     /// Kubernetes client.
     pub client: Client,
     /// Kafka operations.
     pub kafka: K,
-    /// Reads the data-plane pods' metrics.
-    pub scrape: S,
-    /// The previous scrape of each shard's pods.
-    pub latency: Windows,
+    /// Fetches the data-plane pods' metrics and Prometheus queries, for the autoscaler.
+    pub http: S,
+    /// Each shard's autoscaler loop; reconcile starts and updates them, and writes what
+    /// they report into the status.
+    pub scalers: Scalers,
+    /// Shards whose autoscaler has something new for the status: the controller
+    /// reconciles them.
+    pub refresh: tokio::sync::broadcast::Sender<ObjectRef<GameShard>>,
     /// Kubernetes Events.
     pub recorder: Recorder,
     /// The operator's metrics.
@@ -126,24 +134,36 @@ impl<K, S> Context<K, S> {
     pub fn new(
         client: Client,
         kafka: K,
-        scrape: S,
+        http: S,
         metrics: Metrics,
         default_image: String,
         service_monitors: bool,
         reporter: Reporter,
     ) -> Self {
         let recorder = Recorder::new(client.clone(), reporter);
+        // Refreshes are rare (a decision, a condition changing): a few per shard and
+        // interval at most; a receiver that lags drops some, and its resync covers them.
+        let (refresh, _) = tokio::sync::broadcast::channel(64);
         Self {
             client,
             kafka,
-            scrape,
-            latency: Windows::default(),
+            http,
+            scalers: Scalers::default(),
+            refresh,
             recorder,
             metrics,
             default_image,
             service_monitors,
             drivers: Drivers::default(),
         }
+    }
+
+    /// The same context with the autoscaler loops paced by `pacing` (tests tick them by
+    /// hand with [`Pacing::Manual`]).
+    #[must_use]
+    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
+        self.scalers = Scalers::new(pacing);
+        self
     }
 }
 
@@ -153,7 +173,7 @@ pub fn reporter(instance: Option<String>) -> Reporter {
 }
 
 /// Reconciles one GameShard, behind the finalizer that cleans up after its deletion.
-pub async fn reconcile<K: Kafka, S: Scrape>(
+pub async fn reconcile<K: Kafka, S: Fetch>(
     shard: Arc<GameShard>,
     ctx: Arc<Context<K, S>>,
 ) -> Result<Action> {
@@ -207,12 +227,16 @@ pub enum Outcome {
     Deleted,
 }
 
-async fn serve<K: Kafka, S: Scrape>(shard: &GameShard, ctx: &Context<K, S>) -> Result<Outcome> {
+async fn serve<K: Kafka, S: Fetch>(shard: &GameShard, ctx: &Context<K, S>) -> Result<Outcome> {
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
     let name = shard.name_any();
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
 
     if shard.spec.paused {
+        let known = shard.status.as_ref().and_then(|s| s.partitions).or(shard.spec.partitions);
+        if let Some(partitions) = known {
+            autoscale(shard, ctx, partitions)?;
+        }
         let sts = sts_api.get_opt(&name).await?;
         let observed = observe(shard, sts.as_ref());
         write_status(shard, ctx, &observed, shard.status.clone().unwrap_or_default()).await?;
@@ -232,6 +256,7 @@ async fn serve<K: Kafka, S: Scrape>(shard: &GameShard, ctx: &Context<K, S>) -> R
         }
     };
 
+    autoscale(shard, ctx, partitions)?;
     let replicas = desired::replicas_for(shard, partitions);
     let names = desired::pod_names(shard, replicas);
     let Steering { seen, pending, running } =
@@ -279,6 +304,39 @@ async fn serve<K: Kafka, S: Scrape>(shard: &GameShard, ctx: &Context<K, S>) -> R
     };
     write_status(shard, ctx, &observed, status).await?;
     Ok(if moving { Outcome::Moving } else { Outcome::Served })
+}
+
+/// Starts the shard's autoscaler loop, or gives it the current spec.
+fn autoscale<K, S: Fetch>(shard: &GameShard, ctx: &Context<K, S>, partitions: i32) -> Result<()> {
+    let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
+    let name = shard.name_any();
+    let spec = &shard.spec;
+    let config = scaler::Config::new(
+        &name,
+        &spec.latency,
+        &spec.autoscaling,
+        spec.paused,
+        desired::replicas_for(shard, partitions),
+        partitions,
+    );
+    ctx.scalers.ensure(&ns, &name, config, || scaler::Shard {
+        namespace: ns.clone(),
+        name: name.clone(),
+        endpoints: PodEndpoints::new(
+            Api::namespaced(ctx.client.clone(), &ns),
+            desired::selector(shard),
+            desired::ADMIN_PORT as u16,
+        ),
+        actuator: ScaleSubresource::new(
+            shard,
+            Api::namespaced(ctx.client.clone(), &ns),
+            ctx.recorder.clone(),
+            ctx.refresh.clone(),
+        ),
+        fetch: ctx.http.clone(),
+        metrics: ctx.metrics.clone(),
+    });
+    Ok(())
 }
 
 /// Where the shard's partitions are going, and the pods that must run meanwhile.
@@ -374,10 +432,11 @@ async fn ready_pods<K, S>(
 /// Cleans up after a deleted shard: its handoff driver, its messages on the control
 /// topic (tombstones, which compaction acts on) and its metric series. Given up, with a
 /// Warning event, once the cluster has not answered for [`CLEANUP_PATIENCE`].
-async fn cleanup<K: Kafka, S: Scrape>(shard: &GameShard, ctx: &Context<K, S>) -> Result<Outcome> {
+async fn cleanup<K: Kafka, S: Fetch>(shard: &GameShard, ctx: &Context<K, S>) -> Result<Outcome> {
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
     let name = shard.name_any();
     let seen = ctx.drivers.stop(&ns, &name);
+    ctx.scalers.stop(&ns, &name);
     let partitions = seen
         .and_then(|s| s.log.assignment.map(|a| a.partitions))
         .or_else(|| shard.status.as_ref().and_then(|s| s.partitions).map(|p| p as u32))
@@ -412,7 +471,6 @@ async fn cleanup<K: Kafka, S: Scrape>(shard: &GameShard, ctx: &Context<K, S>) ->
         .await;
     }
     ctx.metrics.forget(&ns, &name);
-    ctx.latency.forget(&ns, &name);
     Ok(Outcome::Deleted)
 }
 
@@ -511,10 +569,11 @@ fn observe(shard: &GameShard, sts: Option<&StatefulSet>) -> Observed {
         ready: status.ready_replicas.unwrap_or(0),
         updated: status.updated_replicas.unwrap_or(0),
         moving: None,
+        scaling: None,
     }
 }
 
-async fn write_status<K, S: Scrape>(
+async fn write_status<K, S: Fetch>(
     shard: &GameShard,
     ctx: &Context<K, S>,
     observed: &Observed,
@@ -522,21 +581,32 @@ async fn write_status<K, S: Scrape>(
 ) -> Result<()> {
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
     let previous = shard.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let report = ctx.scalers.report(&ns, &shard.name_any());
+    let observed = Observed {
+        scaling: report.as_ref().map(|r| Scaling {
+            limited: r.scaling_limited.clone(),
+            breached: r.slo_breached.clone(),
+        }),
+        ..observed.clone()
+    };
     status.conditions =
-        status::conditions(observed, shard.meta().generation, &previous, Timestamp::now());
+        status::conditions(&observed, shard.meta().generation, &previous, Timestamp::now());
     status.observed_generation = shard.meta().generation;
     status.replicas = observed.replicas;
     status.ready_replicas = observed.ready;
     status.selector = Some(desired::selector(shard));
-    let p99 = if observed.ready > 0 {
-        let hosts = ready_pod_ips(ctx, shard, &ns).await;
-        let port = desired::ADMIN_PORT as u16;
-        ctx.latency.p99(&ctx.scrape, (&ns, &shard.name_any()), &hosts, port).await
-    } else {
-        None
-    };
-    status.observed_p99 = p99.map(latency::display);
-    status.observed_p99_ms = p99.map(|s| (s * 1e6).round() / 1e3);
+    // The autoscaler's latest report: reconcile reads it and scrapes nothing itself.
+    if let Some(report) = &report {
+        let p99 = report.p99();
+        status.observed_p99 = p99.map(autoscaler::ms);
+        status.observed_p99_ms = p99.map(|s| (s * 1e6).round() / 1e3);
+        status.desired_replicas = report.desired;
+        status.last_scale_time = report
+            .last_scale
+            .and_then(|t| Timestamp::try_from(t).ok())
+            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+        status.last_scale_decision.clone_from(&report.last_decision);
+    }
     let bounds = desired::replica_bounds(shard, status.partitions.unwrap_or(i32::MAX));
     ctx.metrics.shard(
         &ns,
@@ -559,34 +629,6 @@ async fn write_status<K, S: Scrape>(
     )
     .await?;
     Ok(())
-}
-
-/// The IPs of the shard's ready pods. Scraped by IP, as Prometheus does, because pod
-/// DNS names need a cluster DNS that resolves the headless Service from the operator.
-/// A failed list only costs this round's p99.
-async fn ready_pod_ips<K, S>(ctx: &Context<K, S>, shard: &GameShard, ns: &str) -> Vec<String> {
-    let selector: Vec<String> =
-        desired::selector_labels(shard).iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    match pods.list(&ListParams::default().labels(&selector.join(","))).await {
-        Ok(list) => list
-            .items
-            .into_iter()
-            .filter_map(|pod| {
-                let status = pod.status?;
-                let ready = status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                ready.then_some(status.pod_ip).flatten()
-            })
-            .collect(),
-        Err(error) => {
-            tracing::warn!(shard = %shard.name_any(), %error, "cannot list the shard's pods");
-            Vec::new()
-        }
-    }
 }
 
 async fn publish_event<K, S>(
@@ -621,7 +663,7 @@ pub fn error_policy<K, S>(
 }
 
 /// Runs the controller over `api` until `shutdown` resolves.
-pub async fn run<K: Kafka, S: Scrape>(
+pub async fn run<K: Kafka, S: Fetch>(
     api: Api<GameShard>,
     ctx: Arc<Context<K, S>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -634,7 +676,18 @@ pub async fn run<K: Kafka, S: Scrape>(
         Some(ns) => (Api::namespaced(client.clone(), &ns), Api::namespaced(client, &ns)),
         None => (Api::all(client.clone()), Api::all(client)),
     };
+    // The autoscaler's refreshes: each controller reconciles those of its own shards.
+    let refresh = futures::stream::unfold(ctx.refresh.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(shard) => return Some((shard, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
     Controller::new(api, watcher::Config::default().any_semantic())
+        .reconcile_on(refresh)
         .owns(sts, owned(watcher::Config::default()))
         .owns(svc, owned(watcher::Config::default()))
         .graceful_shutdown_on(shutdown)

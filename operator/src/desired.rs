@@ -61,10 +61,7 @@ pub fn replicas_for(shard: &GameShard, partitions: i32) -> i32 {
 /// The autoscaler's bounds for a shard of `partitions` partitions: `minReplicas` and
 /// `maxReplicas` (by default the partition count), never above the partition count.
 pub fn replica_bounds(shard: &GameShard, partitions: i32) -> (i32, i32) {
-    let a = &shard.spec.autoscaling;
-    let partitions = partitions.max(1);
-    let max = a.max_replicas.unwrap_or(partitions).clamp(1, partitions);
-    (a.min_replicas.clamp(1, max), max)
+    crate::autoscaler::bounds(&shard.spec.autoscaling, partitions)
 }
 
 /// The label selector of the shard's data-plane pods, as the scale subresource reports

@@ -3,18 +3,24 @@
 //! the shard's topics and publishes its partition assignment.
 //!
 //! The desired state is computed by pure functions ([`desired`]); the reconciler
-//! ([`controller`]) reads, applies with server-side apply and writes status.
+//! ([`controller`]) reads, applies with server-side apply and writes status. Each shard's
+//! autoscaler runs beside it: a pure policy ([`autoscaler`]) fed by the pods' or a
+//! Prometheus server's figures ([`signals`]) in a loop of its own ([`scaler`]), which
+//! writes the replica count through the scale subresource ([`kube_scaler`]).
 
 pub mod admin;
 pub mod assignment;
+pub mod autoscaler;
 pub mod controller;
 pub mod desired;
 pub mod handoff;
 pub mod http;
-pub mod latency;
+pub mod kube_scaler;
 pub mod leader;
 pub mod local;
 pub mod metrics;
+pub mod scaler;
+pub mod signals;
 pub mod status;
 pub mod topics;
 

@@ -14,9 +14,9 @@ use gameshard_crds::GameShard;
 use gameshard_operator::admin;
 use gameshard_operator::controller::{self, Context};
 use gameshard_operator::desired::{self, Inputs};
-use gameshard_operator::latency::Http;
 use gameshard_operator::leader::Elector;
 use gameshard_operator::metrics::Metrics;
+use gameshard_operator::signals::HttpClient;
 use gameshard_operator::topics::RdKafka;
 use kube::api::Api;
 use kube::{Client, CustomResourceExt, ResourceExt};
@@ -283,7 +283,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         RdKafka::default(),
-        Http,
+        HttpClient::new(),
         metrics,
         args.dataplane_image,
         service_monitors,

@@ -1,8 +1,10 @@
 //! The operator's own metrics, in a Prometheus registry served on its admin port.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+
+use crate::autoscaler::{Direction, Reason};
 
 /// Reconcile counters and per-shard gauges.
 #[derive(Clone)]
@@ -17,6 +19,8 @@ pub struct Metrics {
     desired_replicas: IntGaugeVec,
     min_replicas: IntGaugeVec,
     max_replicas: IntGaugeVec,
+    scale_decisions: IntCounterVec,
+    observed_p99: GaugeVec,
     /// 1 on the replica that holds the leader lease.
     pub leader: IntGauge,
 }
@@ -84,6 +88,22 @@ impl Metrics {
             gauge("gameshard_operator_min_replicas", "Lower bound on a shard's pods.");
         let max_replicas =
             gauge("gameshard_operator_max_replicas", "Upper bound on a shard's pods.");
+        let scale_decisions = IntCounterVec::new(
+            Opts::new(
+                "gameshard_operator_scale_decisions_total",
+                "The autoscaler's steps (Auto) and recommendations (Recommend), by direction and reason.",
+            ),
+            &["shard_namespace", "shard", "direction", "reason"],
+        )
+        .expect("valid metric");
+        let observed_p99 = GaugeVec::new(
+            Opts::new(
+                "gameshard_operator_observed_p99_seconds",
+                "The p99 event latency the autoscaler last acted on.",
+            ),
+            &["shard_namespace", "shard"],
+        )
+        .expect("valid metric");
         let leader = IntGauge::new(
             "gameshard_operator_leader",
             "1 while this replica holds the leader lease.",
@@ -98,6 +118,8 @@ impl Metrics {
             Box::new(desired_replicas.clone()),
             Box::new(min_replicas.clone()),
             Box::new(max_replicas.clone()),
+            Box::new(scale_decisions.clone()),
+            Box::new(observed_p99.clone()),
             Box::new(leader.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -112,6 +134,8 @@ impl Metrics {
             desired_replicas,
             min_replicas,
             max_replicas,
+            scale_decisions,
+            observed_p99,
             leader,
         }
     }
@@ -137,9 +161,43 @@ impl Metrics {
         self.max_replicas.with_label_values(&labels).set(i64::from(g.max));
     }
 
+    /// Counts one of the autoscaler's steps or recommendations.
+    pub fn scale_decision(
+        &self,
+        namespace: &str,
+        name: &str,
+        direction: Direction,
+        reason: Reason,
+    ) {
+        self.scale_decisions
+            .with_label_values(&[namespace, name, direction.label(), reason.label()])
+            .inc();
+    }
+
+    /// Sets the p99 the autoscaler acted on, in seconds.
+    pub fn observed_p99(&self, namespace: &str, name: &str, seconds: f64) {
+        self.observed_p99.with_label_values(&[namespace, name]).set(seconds);
+    }
+
+    /// Sets the pods the autoscaler wants.
+    pub fn desired_replicas(&self, namespace: &str, name: &str, replicas: i32) {
+        self.desired_replicas.with_label_values(&[namespace, name]).set(i64::from(replicas));
+    }
+
     /// Drops the gauges of a deleted shard.
     pub fn forget(&self, namespace: &str, name: &str) {
         let labels = [namespace, name];
+        let _ = self.observed_p99.remove_label_values(&labels);
+        for direction in [Direction::Up, Direction::Down] {
+            for reason in Reason::ALL {
+                let _ = self.scale_decisions.remove_label_values(&[
+                    namespace,
+                    name,
+                    direction.label(),
+                    reason.label(),
+                ]);
+            }
+        }
         for g in [
             &self.replicas,
             &self.ready_replicas,

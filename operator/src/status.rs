@@ -4,6 +4,8 @@ use gameshard_crds::condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::autoscaler::ConditionState;
+
 /// Why a shard is not served as specified. Each is a Degraded reason, and the label of
 /// the reconcile-failure metric when it comes from an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,9 +60,21 @@ pub struct Observed {
     /// Partitions are moving between pods (this many waiting for their new owner), or
     /// pods are waiting to be removed once theirs have left.
     pub moving: Option<usize>,
+    /// What the autoscaler reported last; `None` before its first evaluation.
+    pub scaling: Option<Scaling>,
 }
 
-/// Ready, Progressing and Degraded for `observed`, keeping each condition's
+/// The autoscaler's conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scaling {
+    /// `ScalingLimited`: the bounds clamp the decision, or the signals are missing.
+    pub limited: ConditionState,
+    /// `SLOBreached`: the latest p99 is above the target.
+    pub breached: ConditionState,
+}
+
+/// Ready, Progressing, Degraded and, once the autoscaler has evaluated, `ScalingLimited`
+/// and `SLOBreached` (`Unknown` until then) for `observed`, keeping each condition's
 /// `lastTransitionTime` from `previous` when its status did not change.
 pub fn conditions(
     observed: &Observed,
@@ -99,14 +113,30 @@ pub fn conditions(
         Some((p, m)) => (true, p.reason(), m.clone()),
         None => (false, "AsSpecified", "the shard is served as specified".to_owned()),
     };
+    let waiting = || ConditionState {
+        status: None,
+        reason: "NotEvaluated",
+        message: "the autoscaler has not evaluated the shard's signals yet".to_owned(),
+    };
+    let (limited, breached) = match &o.scaling {
+        Some(s) => (s.limited.clone(), s.breached.clone()),
+        None => (waiting(), waiting()),
+    };
     [
-        (condition::READY, ready, ready_reason, ready_message),
-        (condition::PROGRESSING, progressing, progressing_reason, progressing_message),
-        (condition::DEGRADED, degraded, degraded_reason, degraded_message),
+        (condition::READY, Some(ready), ready_reason, ready_message),
+        (condition::PROGRESSING, Some(progressing), progressing_reason, progressing_message),
+        (condition::DEGRADED, Some(degraded), degraded_reason, degraded_message),
+        (condition::SCALING_LIMITED, limited.status, limited.reason, limited.message),
+        (condition::SLO_BREACHED, breached.status, breached.reason, breached.message),
     ]
     .into_iter()
     .map(|(type_, status, reason, message)| {
-        let status = if status { "True" } else { "False" }.to_owned();
+        let status = match status {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        }
+        .to_owned();
         let last_transition_time = previous
             .iter()
             .find(|c| c.type_ == type_ && c.status == status)
@@ -132,7 +162,15 @@ mod tests {
     }
 
     fn observed(ready: i32) -> Observed {
-        Observed { problem: None, paused: false, replicas: 3, ready, updated: 3, moving: None }
+        Observed {
+            problem: None,
+            paused: false,
+            replicas: 3,
+            ready,
+            updated: 3,
+            moving: None,
+            scaling: None,
+        }
     }
 
     #[test]
@@ -173,5 +211,54 @@ mod tests {
         );
         assert_eq!(by("Ready").reason, "BrokerUnreachable");
         assert_eq!(by("Progressing").reason, "Blocked");
+    }
+}
+
+#[cfg(test)]
+mod scaling_tests {
+    use super::*;
+
+    fn by<'a>(c: &'a [Condition], t: &str) -> &'a Condition {
+        c.iter().find(|c| c.type_ == t).expect("condition present")
+    }
+
+    #[test]
+    fn the_autoscalers_conditions_are_unknown_until_it_reports_then_follow_it() {
+        let o = Observed {
+            problem: None,
+            paused: false,
+            replicas: 2,
+            ready: 2,
+            updated: 2,
+            moving: None,
+            scaling: None,
+        };
+        let at = |s| Timestamp::from_second(s).expect("valid time");
+        let first = conditions(&o, Some(3), &[], at(10));
+        assert_eq!(by(&first, "ScalingLimited").status, "Unknown");
+        assert_eq!(by(&first, "SLOBreached").reason, "NotEvaluated");
+        let state = |status, reason: &'static str| ConditionState {
+            status,
+            reason,
+            message: format!("{reason} message"),
+        };
+        let o = Observed {
+            scaling: Some(Scaling {
+                limited: state(Some(true), "MetricsMissing"),
+                breached: state(Some(true), "LatencyAboveTarget"),
+            }),
+            ..o
+        };
+        let second = conditions(&o, Some(3), &first, at(20));
+        let limited = by(&second, "ScalingLimited");
+        assert_eq!(
+            (limited.status.as_str(), limited.reason.as_str(), limited.message.as_str()),
+            ("True", "MetricsMissing", "MetricsMissing message")
+        );
+        assert_eq!(limited.observed_generation, Some(3));
+        assert_eq!(limited.last_transition_time, Time(at(20)));
+        assert_eq!(by(&second, "SLOBreached").status, "True");
+        let third = conditions(&o, Some(4), &second, at(30));
+        assert_eq!(by(&third, "SLOBreached").last_transition_time, Time(at(20)), "unchanged");
     }
 }

@@ -2,7 +2,8 @@
 //! (method, path, field manager, body) and fails on a missing or an extra one; Kafka is
 //! a recording stand-in behind the operator's `Kafka` trait (with an in-memory control
 //! topic the handoff driver reads and writes), and the pods' metrics pages come from a
-//! stand-in behind its `Scrape` trait.
+//! stand-in behind its `Fetch` trait, read by the autoscaler loops that the tests tick
+//! by hand.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,8 +12,9 @@ use futures::future::BoxFuture;
 use gameshard_control::{Acquired, Assignment, Message, PodPartitions};
 use gameshard_crds::{GameShard, GameShardStatus};
 use gameshard_operator::controller::{self, Context};
-use gameshard_operator::latency::Scrape;
 use gameshard_operator::metrics::Metrics;
+use gameshard_operator::scaler::Pacing;
+use gameshard_operator::signals::{Fetch, FetchError};
 use gameshard_operator::topics::{
     Cluster, ControlLink, ControlRecord, Kafka, KafkaError, Opener, TopicSpec,
 };
@@ -167,7 +169,7 @@ impl ControlLink for Link {
     }
 }
 
-/// Metrics pages per pod host, handed out in order; a host with none left refuses.
+/// Metrics pages per URL, handed out in order; a URL with none left refuses.
 #[derive(Default)]
 struct Pages {
     pages: Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -175,16 +177,16 @@ struct Pages {
 }
 
 /// The stand-in the context owns.
+#[derive(Clone)]
 struct FakeScrape(Arc<Pages>);
 
-impl Scrape for FakeScrape {
-    async fn metrics(&self, host: &str, port: u16) -> Result<String, String> {
-        assert_eq!(port, 9100, "the data plane's admin port");
-        self.0.asked.lock().unwrap().push(host.to_owned());
+impl Fetch for FakeScrape {
+    async fn get(&self, url: &str) -> Result<String, FetchError> {
+        self.0.asked.lock().unwrap().push(url.to_owned());
         let mut pages = self.0.pages.lock().unwrap();
-        match pages.get_mut(host) {
+        match pages.get_mut(url) {
             Some(queue) if !queue.is_empty() => Ok(queue.remove(0)),
-            _ => Err(format!("{host}: connection refused")),
+            _ => Err(FetchError::Failed(url.to_owned(), "connection refused".to_owned())),
         }
     }
 }
@@ -215,9 +217,7 @@ fn merge(a: &mut Value, b: Value) {
 }
 
 /// The mocked API server: expects requests one by one.
-/// The second field is the ready replicas of the StatefulSet status it last answered an
-/// apply with: with any, the status write lists the shard's pods to scrape them.
-struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>, i64);
+struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
 
 impl ApiServer {
     /// Takes the next request, checks its method and path, and returns its body.
@@ -253,9 +253,6 @@ impl ApiServer {
             "{query}"
         );
         let sent = body.clone();
-        if path == STS {
-            self.1 = status["readyReplicas"].as_i64().unwrap_or(0);
-        }
         if !status.is_null() {
             body["status"] = status;
         }
@@ -385,8 +382,9 @@ fn setup_with_pages(
         "dataplane:test".into(),
         false,
         controller::reporter(Some("test".into())),
-    );
-    (Arc::new(ctx), kafka, ApiServer(handle, 0), pages)
+    )
+    .with_pacing(Pacing::Manual);
+    (Arc::new(ctx), kafka, ApiServer(handle), pages)
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -447,10 +445,6 @@ async fn after_statefulset(server: &mut ApiServer, events: &[&str]) -> Value {
     server.apply(PDB, Value::Null).await;
     for want in events {
         assert_eq!(server.event().await, *want);
-    }
-    if server.1 > 0 {
-        // No pod of the list is ready here: nothing to scrape.
-        server.pods(&[], &[]).await;
     }
     server.apply_status().await["status"].clone()
 }
@@ -732,7 +726,6 @@ async fn a_paused_shard_is_only_observed() {
         server
             .get(STS, json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 3, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3}}))
             .await;
-        server.pods(&[], &[]).await;
         let status = server.apply_status().await["status"].clone();
         assert_eq!(condition(&status, "Progressing")["reason"], "Paused");
         assert_eq!(condition(&status, "Ready")["status"], "True");
@@ -851,38 +844,216 @@ fn latency_page(within_1ms: u64, within_2ms: u64, total: u64) -> String {
     )
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_observed_p99_is_read_from_the_ready_pods_over_the_time_between_scrapes() {
+const SCALE: &str = "/apis/gameshard.io/v1alpha1/namespaces/game/gameshards/zone/scale";
+
+/// The shard's pods as the autoscaler lists them: `pods[i]` Running at 10.0.0.(i+1).
+async fn running_pods(server: &mut ApiServer, pods: &[&str]) {
+    let (_, query, send) = server.expect(Method::GET, PODS).await;
+    assert!(query.contains("labelSelector="), "{query}");
+    let items: Vec<Value> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            json!({"metadata": {"name": name}, "status": {"phase": "Running", "podIP": format!("10.0.0.{}", i + 1)}})
+        })
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items});
+    send.send_response(Response::new(Body::from(serde_json::to_vec(&list).unwrap())));
+}
+
+/// The autoscaler's write to the scale subresource: returns its body and query.
+async fn patch_scale(server: &mut ApiServer) -> (Value, String) {
+    let (body, query, send) = server.expect(Method::PATCH, SCALE).await;
+    let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "zone", "namespace": "game"}, "spec": body["spec"].clone(), "status": {"replicas": 2}});
+    send.send_response(Response::new(Body::from(serde_json::to_vec(&scale).unwrap())));
+    (body, query)
+}
+
+/// A two-pod shard of 16 partitions whose autoscaler runs in `mode`, with a 1 ms target,
+/// no up window and no cooldown: one breaching interval is a decision.
+fn autoscaled(generation: i64, mode: &str, replicas: i32) -> GameShard {
+    let mut s = applied(
+        shard(
+            generation,
+            json!({"spec": {"replicas": replicas, "latency": {"p99TargetMs": 1.0}, "autoscaling": {
+                "mode": mode, "scaleUpWindowSeconds": 0, "cooldownSeconds": 0, "maxReplicas": 8,
+            }}}),
+        ),
+        2,
+    );
+    s.status.as_mut().expect("status").observed_generation = Some(1);
+    s
+}
+
+/// One served pass with the StatefulSet at `replicas` pods; returns the status written.
+async fn served(
+    s: GameShard,
+    ctx: &Arc<Ctx>,
+    server: ApiServer,
+    replicas: i32,
+    events: &'static [&'static str],
+) -> (Value, ApiServer) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (_, server) = Box::pin(step(s, ctx, server, move |mut server| async move {
+        let sts = server
+            .apply(STS, json!({"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}))
+            .await;
+        assert_eq!(sts["spec"]["replicas"], replicas);
+        tx.send(after_statefulset(&mut server, events).await).unwrap();
+        server
+    }))
+    .await;
+    (rx.await.unwrap(), server)
+}
+
+/// Ticks the shard's autoscaler at `at` seconds while `script` answers its requests.
+async fn tick<F, Fut>(ctx: &Arc<Ctx>, server: ApiServer, at: u64, script: F) -> ApiServer
+where
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ApiServer> + Send + 'static,
+{
+    let script = tokio::spawn(script(server));
+    let report = ctx.scalers.tick("game", "zone", Duration::from_secs(at)).await;
+    assert!(report.is_some(), "the shard's autoscaler runs");
+    tokio::time::timeout(Duration::from_secs(5), script)
+        .await
+        .expect("every expected request came")
+        .expect("script passed")
+}
+
+/// Pages for zone-0 and zone-1: nothing, then 1,000 updates on zone-0 with a p99 of
+/// 1.98 ms (500 within 1 ms, the rest within 2 ms).
+fn breaching_pages() -> Pages {
     let pages = Pages::default();
     pages.pages.lock().unwrap().extend([
-        ("10.0.0.1".to_owned(), vec![latency_page(500, 500, 500), latency_page(1480, 1500, 1500)]),
-        ("10.0.0.2".to_owned(), vec![latency_page(0, 0, 0), latency_page(0, 0, 0)]),
+        (
+            "http://10.0.0.1:9100/metrics".to_owned(),
+            vec![latency_page(0, 0, 0), latency_page(500, 1000, 1000)],
+        ),
+        (
+            "http://10.0.0.2:9100/metrics".to_owned(),
+            vec![latency_page(0, 0, 0), latency_page(0, 0, 0)],
+        ),
     ]);
-    let (ctx, _kafka, mut server, pages) = setup_with_pages(FakeKafka::default(), pages);
-    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zone"}, "spec": {"replicas": 2, "selector": {}, "serviceName": "zone", "template": {}}, "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}});
-    // Two reconciliations of a paused shard, a minute apart: each reads the StatefulSet,
-    // lists the shard's pods (by IP: the one not ready is not scraped) and writes the
-    // status.
-    let script = tokio::spawn(async move {
-        let mut statuses = Vec::new();
-        for _ in 0..2 {
-            server.get(STS, sts.clone()).await;
-            server.pods(&["zone-0", "zone-1"], &["zone-2"]).await;
-            statuses.push(server.apply_status().await["status"].clone());
-        }
-        server.silent().await;
-        statuses
-    });
-    let paused = || Arc::new(shard(1, json!({"spec": {"paused": true}})));
-    controller::reconcile(paused(), Arc::clone(&ctx)).await.expect("first reconcile");
-    tokio::time::advance(Duration::from_secs(60)).await;
-    controller::reconcile(paused(), ctx).await.expect("second reconcile");
-    let statuses = script.await.expect("script passed");
-    assert_eq!(statuses[0]["observedP99"], Value::Null, "one scrape is no window");
-    // 1,000 new updates on zone-0, 980 within 1 ms: the 990th is halfway into 1-2 ms.
-    assert_eq!(statuses[1]["observedP99"], "1.5ms", "{}", statuses[1]);
-    assert_eq!(statuses[1]["observedP99Ms"], 1.5);
-    assert_eq!(*pages.asked.lock().unwrap(), ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"]);
+    pages
+}
+
+fn decisions(ctx: &Ctx, direction: &str, reason: &str) -> u64 {
+    let series = format!(
+        "gameshard_operator_scale_decisions_total{{direction=\"{direction}\",reason=\"{reason}\",shard=\"zone\",shard_namespace=\"game\"}} "
+    );
+    ctx.metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_auto_decision_patches_the_scale_subresource_and_the_status_shows_it() {
+    let (ctx, _kafka, server, pages) =
+        setup_with_pages(FakeKafka::with(Ok(ALL_TOPICS.to_vec())), breaching_pages());
+    // The first pass starts the shard's autoscaler, which has not evaluated yet.
+    let (status, server) = served(autoscaled(1, "Auto", 2), &ctx, server, 2, &[]).await;
+    assert_eq!(condition(&status, "ScalingLimited")["status"], "Unknown");
+    assert_eq!(status["observedP99"], Value::Null);
+    // Its first reading is the pods' first sample; the second sees the breach and
+    // writes 4 replicas through the scale subresource, with its own field manager.
+    let server = tick(&ctx, server, 15, |mut server| async move {
+        running_pods(&mut server, &["zone-0", "zone-1"]).await;
+        server
+    })
+    .await;
+    let server = tick(&ctx, server, 30, |mut server| async move {
+        running_pods(&mut server, &["zone-0", "zone-1"]).await;
+        let (body, query) = patch_scale(&mut server).await;
+        assert_eq!(body, json!({"spec": {"replicas": 4}}));
+        assert!(query.contains("fieldManager=gameshard-autoscaler"), "{query}");
+        assert_eq!(server.event().await, "ScaledUp");
+        server
+    })
+    .await;
+    assert_eq!(pages.asked.lock().unwrap().len(), 4, "two pods read twice");
+    assert_eq!(decisions(&ctx, "up", "LatencyAboveTarget"), 1);
+    assert!(
+        ctx.metrics.render().contains(
+            "gameshard_operator_observed_p99_seconds{shard=\"zone\",shard_namespace=\"game\"} 0.00198"
+        ),
+        "{}",
+        ctx.metrics.render()
+    );
+    // The API server now holds spec.replicas 4: the next pass grows the StatefulSet and
+    // shows the decision.
+    let (status, server) =
+        served(autoscaled(2, "Auto", 4), &ctx, server, 4, &["Applied", "Scaled"]).await;
+    server.silent().await;
+    assert_eq!(status["desiredReplicas"], 4);
+    assert_eq!(status["observedP99"], "2.0ms");
+    assert_eq!(status["observedP99Ms"], 1.98);
+    assert!(status["lastScaleTime"].is_string(), "{status}");
+    let decision = status["lastScaleDecision"].as_str().unwrap();
+    assert!(decision.contains("2 to 4 pods"), "{decision}");
+    assert_eq!(condition(&status, "SLOBreached")["status"], "True");
+    assert_eq!(condition(&status, "SLOBreached")["reason"], "LatencyAboveTarget");
+    assert_eq!(condition(&status, "ScalingLimited")["status"], "False");
+    assert_eq!(condition(&status, "ScalingLimited")["observedGeneration"], 2);
+}
+
+#[tokio::test]
+async fn a_recommendation_is_written_to_status_only() {
+    let (ctx, _kafka, server, _pages) =
+        setup_with_pages(FakeKafka::with(Ok(ALL_TOPICS.to_vec())), breaching_pages());
+    let (_, server) = served(autoscaled(1, "Recommend", 2), &ctx, server, 2, &[]).await;
+    let server = tick(&ctx, server, 15, |mut server| async move {
+        running_pods(&mut server, &["zone-0", "zone-1"]).await;
+        server
+    })
+    .await;
+    // The same breach: an Event and the count, but no write to the scale subresource.
+    let server = tick(&ctx, server, 30, |mut server| async move {
+        running_pods(&mut server, &["zone-0", "zone-1"]).await;
+        assert_eq!(server.event().await, "RecommendScaleUp");
+        server
+    })
+    .await;
+    assert_eq!(decisions(&ctx, "up", "LatencyAboveTarget"), 1);
+    let (status, server) = served(autoscaled(1, "Recommend", 2), &ctx, server, 2, &[]).await;
+    server.silent().await;
+    assert_eq!(status["replicas"], 2, "the StatefulSet stays at two pods");
+    assert_eq!(status["desiredReplicas"], 4);
+    assert_eq!(status["lastScaleTime"], Value::Null, "nothing was scaled");
+    assert!(status["lastScaleDecision"].as_str().unwrap().contains("2 to 4 pods"));
+    assert_eq!(condition(&status, "SLOBreached")["status"], "True");
+}
+
+#[tokio::test]
+async fn unreadable_pods_freeze_the_autoscaler_and_the_status_says_why() {
+    let (ctx, _kafka, server, _pages) =
+        setup_with_pages(FakeKafka::with(Ok(ALL_TOPICS.to_vec())), Pages::default());
+    let (_, server) = served(autoscaled(1, "Auto", 2), &ctx, server, 2, &[]).await;
+    // Neither pod answers: the freeze is announced once, and nothing is scaled.
+    let mut server = server;
+    for at in [15, 30] {
+        server = tick(&ctx, server, at, move |mut server| async move {
+            running_pods(&mut server, &["zone-0", "zone-1"]).await;
+            if at == 15 {
+                assert_eq!(server.event().await, "MetricsMissing");
+            }
+            server
+        })
+        .await;
+    }
+    let (status, server) = served(autoscaled(1, "Auto", 2), &ctx, server, 2, &[]).await;
+    server.silent().await;
+    let limited = condition(&status, "ScalingLimited");
+    assert_eq!(
+        (limited["status"].as_str(), limited["reason"].as_str()),
+        (Some("True"), Some("MetricsMissing"))
+    );
+    assert!(limited["message"].as_str().unwrap().contains("connection refused"), "{limited}");
+    assert_eq!(condition(&status, "SLOBreached")["status"], "Unknown");
+    assert_eq!(status["desiredReplicas"], 2, "it holds");
+    assert_eq!(status["observedP99"], Value::Null);
 }
 
 /// The failure counter's value for shard game/zone and `reason`.

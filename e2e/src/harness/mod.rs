@@ -1,5 +1,6 @@
 //! Real components started by tests and benchmarks on loopback: an Apache Kafka broker,
-//! data-plane processes, and a Kubernetes control plane with a node agent.
+//! data-plane processes, a Prometheus server, and a Kubernetes control plane with a node
+//! agent.
 
 pub mod binary;
 pub mod broker;
@@ -10,6 +11,7 @@ pub mod kafka;
 pub mod kstreams;
 pub mod nodeagent;
 pub mod operator;
+pub mod prometheus;
 pub mod tls;
 pub mod tools;
 pub mod watchdog;
