@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod broker;
+pub mod chart;
 pub mod controlplane;
 pub mod dataplane;
 pub mod helm;
