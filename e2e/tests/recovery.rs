@@ -1,11 +1,13 @@
 //! Stopping and failing cleanly: SIGTERM under load, the broker killed with `kill -9`
-//! and restarted under a running data plane, and restores that must skip snapshots a
-//! crash left unfinished or damaged.
+//! and restarted under a running data plane, restores that must skip snapshots a
+//! crash left unfinished or damaged, restores that find input records deleted behind
+//! their snapshot, and restores that must not replay a record their snapshot holds.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use gameshard_e2e::harness::broker::Broker;
+use gameshard_e2e::harness::dataplane::Dataplane;
 use gameshard_e2e::harness::kafka::{self, Outgoing};
 use gameshard_e2e::harness::zone::{DeadLetters, EVENTS, SNAPSHOTS, UPDATES, Zone};
 use gameshard_e2e::loadgen::{self, Load};
@@ -143,5 +145,127 @@ fn restore_skips_unfinished_and_damaged_snapshots() {
     );
     assert!(log.contains(&format!("next_offset={good}")), "restored the good snapshot: {log}");
     zone.wait_caught_up(&mut dp, Duration::from_mins(1)).expect("caught up");
+    zone.check(DeadLetters::ExactlyOnce).expect("exact");
+}
+
+/// The log lines of `dp` that hold `message`.
+fn log_lines(dp: &Dataplane, message: &str) -> Vec<String> {
+    dp.log_text().lines().filter(|l| l.contains(message)).map(str::to_owned).collect()
+}
+
+/// The sample of `family` on `dp`'s page for the zone's shard with `labels` after it.
+fn sample(dp: &Dataplane, zone: &Zone, family: &str, labels: &str) -> f64 {
+    let series = format!("{family}{{shard=\"{}\",{labels}", zone.name());
+    dp.metric(&series).unwrap_or_else(|e| panic!("{series}: {e:#}\n{}", dp.report()))
+}
+
+#[test]
+fn records_deleted_behind_a_snapshot_are_counted_and_logged_and_the_survivors_applied_exactly() {
+    const LOST: i64 = 12;
+    let Some(zone) = Zone::start("gap", 2).expect("zone starts") else { return };
+    zone.produce(&verify::stream(51, 200, 2, 160, 16)).expect("produce");
+    let mut dp = zone.dataplane(&[]).expect("data plane starts");
+    zone.wait_caught_up(&mut dp, Duration::from_mins(1)).expect("caught up");
+    // The drain snapshots every partition at the offset it commits.
+    assert!(dp.terminate(Duration::from_secs(15)).expect("exits").success(), "{}", dp.report());
+    let snapshot = zone.ends().expect("ends")[1].1;
+
+    // More records arrive while no data plane runs, and some of them are deleted before
+    // any data plane read them: partition 1's log now starts `LOST` records past its
+    // snapshot. Partition 0 loses nothing.
+    zone.produce(&verify::stream(52, 200, 2, 160, 16)).expect("produce more");
+    let mut input = zone.read(EVENTS).expect("input");
+    let before = input.len();
+    input.retain(|r| !(r.partition == 1 && (snapshot..snapshot + LOST).contains(&r.offset)));
+    assert_eq!(before - input.len(), LOST as usize, "the second stream reaches past the gap");
+    kafka::delete_records(&zone.bootstrap(), &zone.topic(EVENTS), 1, snapshot + LOST)
+        .expect("records deleted");
+
+    let mut dp = zone.dataplane(&[]).expect("data plane restarts");
+    zone.wait_caught_up(&mut dp, Duration::from_mins(1)).expect("caught up");
+    let restored = log_lines(&dp, "restored from its snapshot");
+    assert!(
+        restored
+            .iter()
+            .any(|l| l.contains("partition=1") && l.contains(&format!("next_offset={snapshot} "))),
+        "partition 1 restored its snapshot at {snapshot}: {restored:#?}"
+    );
+    let gap = "gameshard_input_gap_records_total";
+    assert_eq!(sample(&dp, &zone, gap, "partition=\"1\""), LOST as f64, "{}", dp.report());
+    assert_eq!(sample(&dp, &zone, gap, "partition=\"0\""), 0.0, "{}", dp.report());
+    let logged = log_lines(&dp, "input records were deleted by retention");
+    assert_eq!(logged.len(), 1, "one gap, logged once: {logged:#?}");
+    let to = snapshot + LOST;
+    for field in ["partition=1 ".to_owned(), format!("from={snapshot} "), format!("to={to} ")] {
+        assert!(logged[0].contains(&field), "the gap's log line names {field}: {}", logged[0]);
+    }
+    zone.check_input(&input, DeadLetters::ExactlyOnce).expect("the survivors' exact state");
+}
+
+/// `n` NDJSON lines as one record of partition 0.
+fn record(lines: &[&str]) -> (i32, Vec<u8>) {
+    (0, lines.join("\n").into_bytes())
+}
+
+#[test]
+fn a_restart_after_kill_9_applies_no_record_its_snapshot_already_holds() {
+    let Some(zone) = Zone::start("no-replay", 1).expect("zone starts") else { return };
+    // Before the snapshot: events rejected `unknown_player` whose player spawns later in
+    // the same record. Replayed over the restored world, which holds the player, each
+    // would apply (SPEC section 3): ghost would move and take seq 5, late would shoot a
+    // down to 50 hp. The last record before the snapshot's offset is one of them, so
+    // a replay that starts even one record early changes the final state.
+    let before = [
+        record(&[r#"{"type":"spawn","player":"a","seq":1,"x":0,"y":0,"z":0}"#]),
+        record(&[
+            r#"{"type":"move","player":"ghost","seq":5,"x":9,"y":9,"z":9}"#,
+            r#"{"type":"spawn","player":"ghost","seq":1,"x":1,"y":1,"z":1}"#,
+        ]),
+        record(&["this is not an event"]),
+        record(&[
+            r#"{"type":"shoot","player":"late","seq":3,"target":"a","damage":50}"#,
+            r#"{"type":"spawn","player":"late","seq":1}"#,
+        ]),
+    ];
+    zone.produce(&before).expect("produce");
+    let snapshot = before.len() as i64;
+    let mut dp = zone.dataplane(&["--snapshot-every-secs", "1"]).expect("data plane starts");
+    dp.wait_committed(&[(0, snapshot)], Duration::from_mins(1)).expect("committed");
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while dp.status().ok().and_then(|s| s["partitions"][0]["snapshot"].as_i64()) != Some(snapshot) {
+        assert!(Instant::now() < deadline, "no snapshot at {snapshot}: {}", dp.report());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    dp.kill9();
+
+    // After the snapshot: one event applied, one rejected `unknown_player`, one
+    // malformed line.
+    let after = [
+        record(&[r#"{"type":"move","player":"a","seq":2,"x":3,"y":3,"z":3}"#]),
+        record(&[r#"{"type":"move","player":"nobody","seq":1,"x":1,"y":1,"z":1}"#]),
+        record(&[r#"{"type":"move","player":"a"}"#]),
+    ];
+    zone.produce(&after).expect("produce after the kill");
+    let mut dp = zone.dataplane(&[]).expect("data plane restarts");
+    zone.wait_caught_up(&mut dp, Duration::from_mins(1)).expect("caught up");
+    let restored = log_lines(&dp, "restored from its snapshot");
+    assert!(
+        restored.iter().any(|l| l.contains(&format!("next_offset={snapshot} "))),
+        "restored the snapshot at {snapshot}: {}",
+        dp.report()
+    );
+    // The restarted process read the records after the snapshot's offset and no other,
+    // and counted each of their outcomes once.
+    let records = dp.metric("gameshard_records_total").expect("metrics");
+    assert_eq!(records, after.len() as f64, "records read after the restart\n{}", dp.report());
+    let outcome =
+        |o: &str| sample(&dp, &zone, "gameshard_events_total", &format!("outcome=\"{o}\""));
+    assert_eq!([outcome("applied"), outcome("rejected"), outcome("malformed")], [1.0, 1.0, 1.0]);
+    let unknown =
+        sample(&dp, &zone, "gameshard_events_rejected_total", "reason=\"unknown_player\"");
+    assert_eq!(unknown, 1.0);
+    assert_eq!(dp.metric("gameshard_dead_letters_total").expect("metrics"), 1.0);
+    // The whole input's exact state, and each malformed unit on the dead-letter topic
+    // once across both processes.
     zone.check(DeadLetters::ExactlyOnce).expect("exact");
 }

@@ -216,8 +216,17 @@ fn merge(a: &mut Value, b: Value) {
     }
 }
 
-/// The mocked API server: expects requests one by one.
-struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+/// The mocked API server: expects requests one by one. It holds the StatefulSet's
+/// status between requests, as a real one does: an apply never changes it, and it
+/// changes only when the test says the StatefulSet controller rolled out what the
+/// operator applied ([`ApiServer::rolled_out`]).
+struct ApiServer {
+    handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    /// The StatefulSet's status (`Null`: none yet).
+    statefulset: Value,
+    /// `spec.replicas` of the StatefulSet the operator applied last.
+    applied_replicas: i64,
+}
 
 impl ApiServer {
     /// Takes the next request, checks its method and path, and returns its body.
@@ -227,7 +236,7 @@ impl ApiServer {
         path: &str,
     ) -> (Value, String, tower_test::mock::SendResponse<Response<Body>>) {
         let (request, send) = self
-            .0
+            .handle
             .next_request()
             .await
             .unwrap_or_else(|| panic!("no request; expected {method} {path}"));
@@ -258,6 +267,32 @@ impl ApiServer {
         }
         send.send_response(Response::new(Body::from(serde_json::to_vec(&body).unwrap())));
         sent
+    }
+
+    /// The StatefulSet's apply, answered with the object as applied and the status the
+    /// server holds; returns the object sent.
+    async fn apply_statefulset(&mut self) -> Value {
+        let held = self.statefulset.clone();
+        let sent = self.apply(STS, held).await;
+        self.applied_replicas = sent["spec"]["replicas"].as_i64().expect("spec.replicas");
+        sent
+    }
+
+    /// What the StatefulSet controller and the kubelets make of the StatefulSet applied
+    /// last, before the next request: every pod created from its template, `ready` of
+    /// them ready.
+    fn rolled_out(&mut self, ready: i64) {
+        let n = self.applied_replicas;
+        self.statefulset =
+            json!({"replicas": n, "updatedReplicas": n, "readyReplicas": ready.min(n)});
+    }
+
+    /// The server already holds a StatefulSet of `replicas` pods, all at its template
+    /// and ready, from the spec before the test's.
+    fn holding(mut self, replicas: i64) -> Self {
+        self.applied_replicas = replicas;
+        self.rolled_out(replicas);
+        self
     }
 
     /// The status apply: answered with the whole resource carrying the new status.
@@ -344,7 +379,8 @@ impl ApiServer {
 
     /// Asserts no further request comes.
     async fn silent(mut self) {
-        let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
+        let next =
+            tokio::time::timeout(Duration::from_millis(200), self.handle.next_request()).await;
         if let Ok(Some((request, _))) = next {
             panic!("unexpected request {} {}", request.method(), request.uri());
         }
@@ -384,7 +420,8 @@ fn setup_with_pages(
         controller::reporter(Some("test".into())),
     )
     .with_pacing(Pacing::Manual);
-    (Arc::new(ctx), kafka, ApiServer(handle), pages)
+    let server = ApiServer { handle, statefulset: Value::Null, applied_replicas: 0 };
+    (Arc::new(ctx), kafka, server, pages)
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -503,7 +540,7 @@ async fn create_makes_topics_applies_and_publishes_the_first_assignment() {
     // control topic meanwhile.
     let (action, server) = step(shard(1, json!({})), &ctx, server, |mut server| async move {
         assert_eq!(server.event().await, "TopicsCreated");
-        let sts = server.apply(STS, json!({"replicas": 0, "availableReplicas": 0})).await;
+        let sts = server.apply_statefulset().await;
         assert_eq!(sts["spec"]["replicas"], 2, "16 partitions at 8 per pod");
         let container = &sts["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["resources"]["requests"], container["resources"]["limits"]);
@@ -544,9 +581,9 @@ async fn create_makes_topics_applies_and_publishes_the_first_assignment() {
     *kafka.counts.lock().unwrap() = Some(Ok(ALL_TOPICS.to_vec()));
     let (_, server) =
         step(applied(shard(1, json!({})), 2), &ctx, server, |mut server| async move {
-            server
-                .apply(STS, json!({"replicas": 2, "readyReplicas": 0, "updatedReplicas": 2}))
-                .await;
+            // Both pods run the template applied; neither is ready without an assignment.
+            server.rolled_out(0);
+            server.apply_statefulset().await;
             after_statefulset(&mut server, &[]).await;
             server
         })
@@ -561,9 +598,8 @@ async fn create_makes_topics_applies_and_publishes_the_first_assignment() {
     let (action, server) =
         step(applied(shard(1, json!({})), 2), &ctx, server, |mut server| async move {
             server.pods(&["zone-0", "zone-1"], &[]).await;
-            server
-                .apply(STS, json!({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}))
-                .await;
+            server.rolled_out(2);
+            server.apply_statefulset().await;
             let status = after_statefulset(&mut server, &[]).await;
             assert_eq!(status["assignmentEpoch"], 1);
             assert_eq!(
@@ -586,14 +622,16 @@ async fn a_scale_up_moves_partitions_one_at_a_time_to_ready_pods_only() {
     let kafka = FakeKafka::with(Ok(ALL_TOPICS.to_vec()));
     kafka.write(&pod_assignment(3, &[("zone-0", 0..8), ("zone-1", 8..16)]));
     let (ctx, kafka, server) = setup(kafka);
+    let server = server.holding(2);
     let four = || shard(2, json!({"spec": {"replicas": 4}}));
-    // The driver has not read the topic yet: the StatefulSet grows, nothing moves.
+    // The driver has not read the topic yet: the StatefulSet grows, nothing moves. The
+    // server answers with the two pods it holds: the new ones do not exist yet.
     let (_, server) = step(four(), &ctx, server, |mut server| async move {
-        let sts = server
-            .apply(STS, json!({"replicas": 4, "readyReplicas": 2, "updatedReplicas": 4}))
-            .await;
+        let sts = server.apply_statefulset().await;
         assert_eq!(sts["spec"]["replicas"], 4);
-        after_statefulset(&mut server, &["Applied"]).await;
+        let status = after_statefulset(&mut server, &["Applied"]).await;
+        assert_eq!(condition(&status, "Progressing")["reason"], "RollingOut");
+        assert_eq!(condition(&status, "Progressing")["message"], "2 of 4 pods updated, 2 ready");
         server
     })
     .await;
@@ -602,9 +640,8 @@ async fn a_scale_up_moves_partitions_one_at_a_time_to_ready_pods_only() {
     let ready = || {
         |mut server: ApiServer| async move {
             server.pods(&["zone-0", "zone-1", "zone-2"], &["zone-3"]).await;
-            server
-                .apply(STS, json!({"replicas": 4, "readyReplicas": 3, "updatedReplicas": 4}))
-                .await;
+            server.rolled_out(3);
+            server.apply_statefulset().await;
             after_statefulset(&mut server, &[]).await;
             server
         }
@@ -634,7 +671,8 @@ async fn a_scale_up_moves_partitions_one_at_a_time_to_ready_pods_only() {
     seen_epoch(&ctx, 5).await;
     let (_, server) = step(applied(four(), 4), &ctx, server, |mut server| async move {
         server.pods(&["zone-0", "zone-1", "zone-2"], &["zone-3"]).await;
-        server.apply(STS, json!({"replicas": 4, "readyReplicas": 3, "updatedReplicas": 4})).await;
+        server.rolled_out(3);
+        server.apply_statefulset().await;
         let status = after_statefulset(&mut server, &[]).await;
         assert_eq!(status["assignmentEpoch"], 5);
         assert_eq!(status["handoffsInFlight"], 1);
@@ -654,7 +692,7 @@ async fn a_scale_down_keeps_a_pod_until_its_partitions_have_left() {
     let kafka = FakeKafka::with(Ok(ALL_TOPICS.to_vec()));
     kafka.write(&pod_assignment(7, &[("zone-0", 0..6), ("zone-1", 6..11), ("zone-2", 11..16)]));
     let (ctx, kafka, server) = setup(kafka);
-    Box::pin(caught_up_after_first(&ctx, &kafka, server)).await;
+    Box::pin(caught_up_after_first(&ctx, &kafka, server.holding(3))).await;
 }
 
 /// The scale-down scenario after its setup: a first pass starts the driver, then every
@@ -666,10 +704,9 @@ async fn caught_up_after_first(ctx: &Arc<Ctx>, kafka: &Arc<FakeKafka>, server: A
             if events.is_empty() {
                 server.pods(&["zone-0", "zone-1", "zone-2"], &[]).await;
             }
-            let sts = server
-                .apply(STS, json!({"replicas": running, "readyReplicas": running, "updatedReplicas": running}))
-                .await;
+            let sts = server.apply_statefulset().await;
             assert_eq!(sts["spec"]["replicas"], running);
+            server.rolled_out(running.into());
             let status = after_statefulset(&mut server, events).await;
             if events.is_empty() {
                 assert_eq!(condition(&status, "Progressing")["reason"], "Rebalancing");
@@ -706,9 +743,7 @@ async fn caught_up_after_first(ctx: &Arc<Ctx>, kafka: &Arc<FakeKafka>, server: A
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (action, server) = step(applied(two(), 3), ctx, server, |mut server| async move {
         server.pods(&["zone-0", "zone-1", "zone-2"], &[]).await;
-        let sts = server
-            .apply(STS, json!({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}))
-            .await;
+        let sts = server.apply_statefulset().await;
         assert_eq!(sts["spec"]["replicas"], 2);
         let status = after_statefulset(&mut server, &["Scaled"]).await;
         assert_eq!(status["replicas"], 2);
@@ -885,7 +920,8 @@ fn autoscaled(generation: i64, mode: &str, replicas: i32) -> GameShard {
     s
 }
 
-/// One served pass with the StatefulSet at `replicas` pods; returns the status written.
+/// One served pass in which the operator applies a StatefulSet of `replicas` pods;
+/// returns the status written.
 async fn served(
     s: GameShard,
     ctx: &Arc<Ctx>,
@@ -895,9 +931,13 @@ async fn served(
 ) -> (Value, ApiServer) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (_, server) = Box::pin(step(s, ctx, server, move |mut server| async move {
-        let sts = server
-            .apply(STS, json!({"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}))
-            .await;
+        // The first pass finds the StatefulSet of `replicas` pods the shard ran before;
+        // later ones, every pod of the spec applied last up and ready.
+        if server.applied_replicas == 0 {
+            server = server.holding(replicas.into());
+        }
+        server.rolled_out(i64::MAX);
+        let sts = server.apply_statefulset().await;
         assert_eq!(sts["spec"]["replicas"], replicas);
         tx.send(after_statefulset(&mut server, events).await).unwrap();
         server
@@ -1106,7 +1146,7 @@ async fn a_conflicting_apply_fails_the_reconcile_and_counts_a_conflict_for_the_s
 async fn a_server_error_on_the_status_counts_an_api_error_after_the_children_are_applied() {
     let (ctx, _kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
     let error = reconcile_failing(applied(shard(1, json!({})), 2), Arc::clone(&ctx), async move {
-        server.apply(STS, json!({"replicas": 0})).await;
+        server.apply_statefulset().await;
         server.apply(SVC, Value::Null).await;
         server.apply(SVC_METRICS, Value::Null).await;
         server.apply(PDB, Value::Null).await;
@@ -1123,7 +1163,7 @@ async fn a_server_error_on_the_status_counts_an_api_error_after_the_children_are
 async fn a_request_that_times_out_counts_the_api_as_unreachable() {
     let (ctx, _kafka, mut server) = setup(FakeKafka::with(Ok(ALL_TOPICS.to_vec())));
     let error = reconcile_failing(applied(shard(1, json!({})), 2), Arc::clone(&ctx), async move {
-        server.apply(STS, json!({"replicas": 0})).await;
+        server.apply_statefulset().await;
         server.time_out(Method::PATCH, SVC).await;
         server.silent().await;
     })

@@ -84,6 +84,18 @@ struct Ticket {
     progress: Vec<Progress>,
 }
 
+/// Tickets in flight that the sink has room for from the start; more grow the lists.
+/// Batches are acknowledged within milliseconds on a healthy broker, so a few dozen are
+/// in flight at the pipeline's full rate.
+const TICKETS_RESERVED: usize = 256;
+
+/// Snapshots in flight per partition (chunks written, manifest not yet acknowledged)
+/// that the sink has room for from the start; more grow the lists. A partition is
+/// snapshotted every few thousand records, and a snapshot is declared within
+/// milliseconds of its last chunk, so rarely more than two are in flight; a pipeline
+/// catching up at full speed has a few more.
+const SNAPSHOTS_RESERVED: usize = 8;
+
 /// What the update producer's delivery reports update; only touched from the
 /// publisher thread (inside `poll`), behind a lock librdkafka's `Sync` bound requires.
 #[derive(Default)]
@@ -91,6 +103,10 @@ struct Acks {
     /// Id of `tickets[0]`.
     first: u64,
     tickets: VecDeque<Ticket>,
+    /// Progress lists of retired tickets, kept for new ones: a batch allocates none.
+    free: Vec<Vec<Progress>>,
+    /// Input partitions: the most a batch's progress names.
+    partitions: usize,
     /// The first delivery that failed for good.
     failed: Option<String>,
 }
@@ -99,8 +115,10 @@ impl Acks {
     /// The ticket `id`, created if it is the newest.
     fn ticket(&mut self, id: u64) -> &mut Ticket {
         let index = (id - self.first) as usize;
-        if self.tickets.len() <= index {
-            self.tickets.resize_with(index + 1, Ticket::default);
+        while self.tickets.len() <= index {
+            let partitions = self.partitions;
+            let progress = self.free.pop().unwrap_or_else(|| Vec::with_capacity(partitions));
+            self.tickets.push_back(Ticket { progress, ..Ticket::default() });
         }
         &mut self.tickets[index]
     }
@@ -248,6 +266,10 @@ pub struct KafkaSink {
     to_declare: Vec<Manifest>,
     /// Reused buffer for manifests and release messages.
     json: Vec<u8>,
+    /// Snapshot ids and partitions acknowledged, swapped with the report lock's lists
+    /// so that both keep their capacity.
+    acked_manifests: Vec<u64>,
+    acked_releases: Vec<u32>,
     /// With the `batch` framing: the NDJSON not yet sent, per input partition, and the
     /// partitions that have some. The buffers keep their capacity.
     lines: Vec<Vec<u8>>,
@@ -295,13 +317,23 @@ impl KafkaSink {
         stop: Arc<AtomicBool>,
         drain_timeout: Duration,
     ) -> Result<Self, KafkaError> {
-        let context =
-            SinkContext { health: client_health.clone(), acks: Mutex::new(Acks::default()) };
-        let snapshot_context = SnapshotContext {
-            health: client_health.clone(),
-            acks: Mutex::new(SnapshotAcks::default()),
-        };
         let partitions = metrics.partitions.len();
+        let acks = Acks {
+            tickets: VecDeque::with_capacity(TICKETS_RESERVED),
+            free: (0..TICKETS_RESERVED).map(|_| Vec::with_capacity(partitions)).collect(),
+            partitions,
+            ..Acks::default()
+        };
+        let context = SinkContext { health: client_health.clone(), acks: Mutex::new(acks) };
+        let in_flight = SNAPSHOTS_RESERVED * partitions;
+        let snapshot_acks = SnapshotAcks {
+            chunks: Vec::with_capacity(in_flight),
+            manifests: Vec::with_capacity(in_flight),
+            releases: Vec::with_capacity(partitions),
+            failed: None,
+        };
+        let snapshot_context =
+            SnapshotContext { health: client_health.clone(), acks: Mutex::new(snapshot_acks) };
         let out = Output {
             producer: clients.producer.create_with_context(context)?,
             committer: clients.committer.create()?,
@@ -325,11 +357,13 @@ impl KafkaSink {
             snapshots: clients.snapshots.create_with_context(snapshot_context)?,
             topics,
             out,
-            pending: Vec::with_capacity(partitions),
+            pending: Vec::with_capacity(in_flight),
             releases: Vec::with_capacity(partitions),
             declared: Vec::with_capacity(partitions),
-            to_declare: Vec::with_capacity(partitions),
+            to_declare: Vec::with_capacity(in_flight),
             json: Vec::with_capacity(1024),
+            acked_manifests: Vec::with_capacity(in_flight),
+            acked_releases: Vec::with_capacity(partitions),
             lines,
             lines_pending: Vec::with_capacity(partitions),
         })
@@ -364,7 +398,11 @@ impl KafkaSink {
     fn advance(&mut self) {
         self.out.advance();
         let retired = self.out.retired();
-        let (manifests, released, failure) = {
+        let mut manifests = std::mem::take(&mut self.acked_manifests);
+        let mut released = std::mem::take(&mut self.acked_releases);
+        manifests.clear();
+        released.clear();
+        let failure = {
             let mut acks = lock(&self.snapshots.context().acks);
             // Manifests of snapshots whose chunks and updates are all on the brokers.
             for p in &mut self.pending {
@@ -390,16 +428,15 @@ impl KafkaSink {
             }
             let pending = &self.pending;
             acks.chunks.retain(|c| pending.iter().any(|p| p.start.id == c.id && !p.declaring));
-            (
-                std::mem::take(&mut acks.manifests),
-                std::mem::take(&mut acks.releases),
-                acks.failed.take(),
-            )
+            std::mem::swap(&mut acks.manifests, &mut manifests);
+            std::mem::swap(&mut acks.releases, &mut released);
+            acks.failed.take()
         };
         if let Some(failure) = failure {
             self.out.fail(&failure);
         }
         if self.out.failed {
+            (self.acked_manifests, self.acked_releases) = (manifests, released);
             return;
         }
         let mut to_declare = std::mem::take(&mut self.to_declare);
@@ -407,7 +444,7 @@ impl KafkaSink {
             self.write_manifest(&manifest);
         }
         self.to_declare = to_declare;
-        for id in manifests {
+        for &id in &manifests {
             let Some(i) = self.pending.iter().position(|p| p.start.id == id) else { continue };
             let p = self.pending.swap_remove(i);
             if let Some(stats) = self.out.metrics.partition(p.start.partition) {
@@ -426,13 +463,14 @@ impl KafkaSink {
             }
         }
         self.release_ready();
-        for partition in released {
+        for &partition in &released {
             if let Some(r) = self.releases.iter_mut().find(|r| r.released.partition == partition) {
                 r.done = true;
                 finish_release(&self.out.metrics, &r.released);
             }
         }
         self.releases.retain(|r| !r.done);
+        (self.acked_manifests, self.acked_releases) = (manifests, released);
     }
 
     fn write_manifest(&mut self, manifest: &Manifest) {
@@ -600,6 +638,7 @@ impl Output {
                         *a = (*a).max(p.next_offset);
                     }
                 }
+                acks.free.push(ticket.progress);
             }
             acks.failed.take()
         };

@@ -123,6 +123,24 @@ impl Dataplane {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// The sum of the samples on `/metrics` whose series starts with `series` (a family
+    /// name, or a name with its first labels: `name{shard="a",partition="1"`).
+    pub fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let (code, page) = self.get("/metrics")?;
+        if code != 200 {
+            bail!("/metrics answered {code}");
+        }
+        Ok(page
+            .lines()
+            // The series itself, not a longer name it is the start of.
+            .filter(|l| {
+                l.starts_with(series)
+                    && matches!(l.as_bytes().get(series.len()), Some(b' ' | b'{' | b',' | b'}'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         self.wait(timeout, "ready", |d| Ok(d.get("/readyz")?.0 == 200))

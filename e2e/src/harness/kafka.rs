@@ -212,6 +212,27 @@ pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> anyhow:
         .collect()
 }
 
+/// Deletes the records of `topic`'s `partition` before offset `before` with the admin
+/// API's `DeleteRecords`, as retention would: the partition's log then starts there.
+pub fn delete_records(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    before: i64,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(before))?;
+    let deleted = smol::future::block_on(admin.delete_records(&tpl, &AdminOptions::new()))
+        .with_context(|| format!("deleting records of {topic} partition {partition}"))?;
+    for e in deleted.elements() {
+        if let Err(error) = e.error() {
+            bail!("deleting records of {topic} partition {}: {error}", e.partition());
+        }
+    }
+    Ok(())
+}
+
 /// Reads every partition of `topic` from the start up to its high watermark now.
 pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<Incoming>> {
     let ends = high_watermarks(bootstrap, topic, partitions)?;
