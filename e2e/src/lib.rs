@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod baseline;
+pub mod demo;
 pub mod endtoend;
 pub mod harness;
 pub mod jitter;
