@@ -424,7 +424,7 @@ fn dataplane_args(brokers: &str, plane: &Plane, partitions: i32) -> Vec<String> 
 
 /// The data plane's own client settings (its consumer and producer configuration, not a
 /// copy of them) for a client of shard `shard`.
-fn dataplane_settings(
+pub(crate) fn dataplane_settings(
     brokers: &str,
     shard: &str,
 ) -> anyhow::Result<gameshard_dataplane::cli::Args> {
@@ -559,7 +559,7 @@ fn latencies(
 }
 
 /// The values of every `"src_ts":` field in `bytes`.
-fn src_timestamps(bytes: &[u8]) -> impl Iterator<Item = i64> + '_ {
+pub(crate) fn src_timestamps(bytes: &[u8]) -> impl Iterator<Item = i64> + '_ {
     const FIELD: &[u8] = b"\"src_ts\":";
     let mut rest = bytes;
     std::iter::from_fn(move || {

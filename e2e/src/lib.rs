@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod baseline;
 pub mod demo;
 pub mod endtoend;
+pub mod handoffbench;
 pub mod harness;
 pub mod jitter;
 pub mod loadgen;

@@ -137,6 +137,28 @@ pub fn expected(input: &[Incoming]) -> View {
     view
 }
 
+/// What differs between the view the updates in `output` give and the one the reference
+/// model gives for `input`: `None` when they are equal, otherwise how many entities
+/// differ, with an example (or why the updates are not valid).
+pub fn differences(output: &[Incoming], input: &[Incoming]) -> Option<String> {
+    let expected = expected(input);
+    let view = match fold(output) {
+        Ok(view) if view == expected => return None,
+        Ok(view) => view,
+        Err(e) => return Some(format!("the updates are not valid: {e:#}")),
+    };
+    let wrong: Vec<_> = expected.iter().filter(|(k, v)| view.get(k) != Some(v)).collect();
+    let extra = view.keys().filter(|k| !expected.contains_key(*k)).count();
+    let example = wrong.first().map(|(k, v)| format!("{k:?}: expected {v}, got {:?}", view.get(k)));
+    Some(format!(
+        "{} of {} entities differ and {extra} are not in the model ({} updates read), e.g. {}",
+        wrong.len(),
+        expected.len(),
+        output.len(),
+        example.unwrap_or_default()
+    ))
+}
+
 /// A malformed unit: partition, source offset, reason and bytes.
 pub type Unit = (i32, i64, String, Vec<u8>);
 

@@ -121,3 +121,53 @@ fn the_instructions_benchmark_counts_every_stage_under_callgrind() {
     let pipeline = per_event("pipeline");
     assert!((stages - pipeline).abs() < 0.05 * pipeline, "{report}");
 }
+
+#[test]
+fn the_handoff_benchmark_moves_a_partition_between_running_data_planes_and_keeps_the_state_exact() {
+    if !broker::installed() {
+        gameshard_e2e::harness::tools::missing("Apache Kafka", broker::KAFKA_INSTALL);
+        return;
+    }
+    let r = report(&[
+        "handoff",
+        "--json",
+        "--players",
+        "2000",
+        "--partitions",
+        "3",
+        "--rate",
+        "3000",
+        "--moves",
+        "2",
+        "--quiet-secs",
+        "2",
+        "--settle-secs",
+        "0.5",
+    ]);
+    assert_eq!(r["kafka_version"], broker::kafka_version(), "{r}");
+    assert_eq!(r["state_exact"], true, "nothing lost or applied twice across the moves: {r}");
+    assert_eq!((r["players"].as_u64(), r["moves"].as_u64()), (Some(2000), Some(2)), "{r}");
+    assert_eq!(r["moves_measured"], 2, "each move's pause was seen at the consumer: {r}");
+    let number = |field: &str| {
+        r[field].as_f64().unwrap_or_else(|| panic!("{field} missing or not a number in {r}"))
+    };
+    let (p50, p99, max) = (number("pause_ms_p50"), number("pause_ms_p99"), number("pause_ms_max"));
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+    // A pause ends after the old owner's release and the new owner's acquisition.
+    assert!(number("release_ms_p50") >= 0.0 && number("acquire_ms_p50") >= 0.0, "{r}");
+    assert!(number("handoff_metric_ms_max") > 0.0, "the new owner measured the handoff: {r}");
+    assert!(number("snapshot_bytes") > 2000.0, "the release snapshot holds the players: {r}");
+    for window in ["quiet", "moving"] {
+        let (p99, p999) = (
+            number(&format!("others_p99_ms_{window}")),
+            number(&format!("others_p999_ms_{window}")),
+        );
+        assert!(0.0 < p99 && p99 <= p999, "{window}: {r}");
+        assert!(r[format!("others_updates_{window}")].as_u64().is_some_and(|n| n > 0), "{r}");
+    }
+    for field in ["others_p99_ms_quiet1", "others_p999_ms_quiet2", "noise_p999_ms"] {
+        number(field);
+    }
+    assert!(r["others_p999_within_noise"].is_boolean(), "{r}");
+    assert_eq!(r["per_move"].as_array().map(Vec::len), Some(2), "{r}");
+}

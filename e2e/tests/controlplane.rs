@@ -5,13 +5,14 @@
 //!
 //! One control plane serves every test here; each test has its own namespaces.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use gameshard_crds::GameShard;
 use gameshard_e2e::harness::broker::Broker;
+use gameshard_e2e::harness::chart::{
+    self, CREDENTIALS, eventually, example, merge, shard_from, start_operator,
+};
 use gameshard_e2e::harness::controlplane::ControlPlane;
-use gameshard_e2e::harness::helm::{self, Release};
 use gameshard_e2e::harness::kafka;
 use gameshard_e2e::harness::nodeagent::NodeAgent;
 use gameshard_e2e::harness::operator::Operator;
@@ -19,86 +20,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-
-/// Where the operator runs, as the chart's values put it.
-const OPERATOR_NAMESPACE_PREFIX: &str = "gameshard-system";
-/// The Secret the test shards name for their Kafka settings.
-const CREDENTIALS: &str = "kafka-credentials";
-
-/// Polls `check` every 200 ms until it returns `Some`, for at most `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The chart's CRD, installed by Helm from crds/ and Established.
-async fn crd_established(admin: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    eventually("the GameShard CRD is Established", Duration::from_secs(30), || async {
-        let crd = crds.get_opt("gameshards.gameshard.io").await.ok().flatten()?;
-        let established =
-            crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
-}
-
-/// A Helm release of the chart managing `watched`, with the operator's namespace.
-async fn install_chart(
-    cp: &ControlPlane,
-    admin: &Client,
-    watched: &str,
-) -> Option<(Release, String)> {
-    let release_ns = cp.namespace(admin, OPERATOR_NAMESPACE_PREFIX).await.expect("namespace");
-    let values = json!({
-        "watchNamespaces": [watched],
-        "kafkaSecrets": [CREDENTIALS],
-        // The Prometheus Operator's kinds are not installed here.
-        "prometheusRule": {"enabled": false},
-    });
-    let release = helm::install(cp, "gameshard", &release_ns, &values).expect("helm install")?;
-    crd_established(admin).await;
-    Some((release, release_ns))
-}
-
-/// The operator as the chart deploys it: its Deployment's arguments and environment,
-/// with a token of the chart's service account from the `TokenRequest` API.
-async fn start_operator(
-    cp: &ControlPlane,
-    admin: &Client,
-    release: &Release,
-    release_ns: &str,
-    identity: &str,
-) -> Operator {
-    let account =
-        release.of_kind("ServiceAccount")[0]["metadata"]["name"].as_str().expect("name").to_owned();
-    let (kubeconfig, _) = cp.service_account(admin, release_ns, &account).await.expect("token");
-    let args = release.operator_args().expect("args");
-    let env = vec![
-        ("POD_NAME".to_owned(), identity.to_owned()),
-        ("POD_NAMESPACE".to_owned(), release_ns.to_owned()),
-        ("RUST_LOG".to_owned(), "info,gameshard_operator=debug".to_owned()),
-    ];
-    Operator::start(&kubeconfig, &args, &env).expect("operator started")
-}
-
-fn shard_from(value: Value) -> GameShard {
-    serde_json::from_value(value).expect("a GameShard")
-}
 
 /// The smallest GameShard for a 16-partition zone: every optional block left out.
 fn smallest(namespace: &str, name: &str) -> Value {
@@ -110,17 +34,6 @@ fn smallest(namespace: &str, name: &str) -> Value {
             "partitions": 16,
         },
     })
-}
-
-fn merge(a: &mut Value, b: Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +59,7 @@ async fn the_charts_crd_accepts_the_smallest_shard_and_rejects_each_bad_spec_wit
     let Some(cp) = ControlPlane::shared() else { return };
     let admin = cp.admin().await.expect("admin client");
     let ns = cp.namespace(&admin, "schema").await.expect("namespace");
-    let Some(_) = install_chart(cp, &admin, &ns).await else { return };
+    let Some(_) = chart::install(cp, &admin, &ns).await else { return };
     let shards: Api<GameShard> = Api::namespaced(admin.clone(), &ns);
 
     let created = shards
@@ -256,7 +169,7 @@ async fn the_charts_service_account_may_do_the_operators_job_and_nothing_else() 
     let Some(cp) = ControlPlane::shared() else { return };
     let admin = cp.admin().await.expect("admin client");
     let ns = cp.namespace(&admin, "rbac").await.expect("namespace");
-    let Some((release, release_ns)) = install_chart(cp, &admin, &ns).await else { return };
+    let Some((release, release_ns)) = chart::install(cp, &admin, &ns).await else { return };
     let account =
         release.of_kind("ServiceAccount")[0]["metadata"]["name"].as_str().expect("name").to_owned();
     let (_, operator) = cp.service_account(&admin, &release_ns, &account).await.expect("token");
@@ -400,33 +313,6 @@ fn broker() -> Option<&'static Broker> {
     Broker::shared().expect("broker")
 }
 
-/// The example GameShard of examples/, scaled down to this machine, in `namespace` on
-/// `bootstrap`, its topics named after the namespace (the tests share one broker).
-fn example(namespace: &str, bootstrap: &str) -> Value {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/gameshard.yaml"))
-            .expect("examples/gameshard.yaml");
-    let mut shard: Value = serde_saphyr::from_str(&text).expect("YAML");
-    shard["metadata"]["namespace"] = namespace.into();
-    shard["spec"]["kafka"]["config"] = json!({});
-    merge(
-        &mut shard,
-        json!({"spec": {
-            "kafka": {
-                "bootstrapServers": bootstrap,
-                "inputTopic": format!("{namespace}.events"),
-                "outputTopic": format!("{namespace}.updates"),
-                "deadLetterTopic": format!("{namespace}.dead-letters"),
-            },
-            "partitions": 4,
-            "partitionsPerPod": 2,
-            "dataplane": {"cpus": 1, "memory": "256Mi"},
-            "autoscaling": {"mode": "Off", "minReplicas": 1, "maxReplicas": 4},
-        }}),
-    );
-    shard
-}
-
 // One scenario, in the order a shard lives: created, changed, paused, deleted.
 #[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,7 +322,7 @@ async fn the_operator_reconciles_the_example_rolls_on_change_respects_pause_and_
     let Some(broker) = broker() else { return };
     let admin = cp.admin().await.expect("admin client");
     let ns = cp.namespace(&admin, "reconcile").await.expect("namespace");
-    let Some((release, release_ns)) = install_chart(cp, &admin, &ns).await else { return };
+    let Some((release, release_ns)) = chart::install(cp, &admin, &ns).await else { return };
     let shard = example(&ns, &broker.bootstrap());
     let name = shard["metadata"]["name"].as_str().expect("name").to_owned();
     let input = shard["spec"]["kafka"]["inputTopic"].as_str().expect("topic").to_owned();
@@ -591,7 +477,7 @@ async fn one_of_two_operators_leads_and_a_killed_leader_hands_over_within_the_le
     let Some(cp) = ControlPlane::shared() else { return };
     let admin = cp.admin().await.expect("admin client");
     let ns = cp.namespace(&admin, "leader").await.expect("namespace");
-    let Some((release, release_ns)) = install_chart(cp, &admin, &ns).await else { return };
+    let Some((release, release_ns)) = chart::install(cp, &admin, &ns).await else { return };
     assert!(release.operator_args().expect("args").contains(&"--leader-election".to_owned()));
     let mut a = start_operator(cp, &admin, &release, &release_ns, "operator-a").await;
     let mut b = start_operator(cp, &admin, &release, &release_ns, "operator-b").await;
@@ -633,7 +519,7 @@ async fn the_whole_loop_runs_pods_through_the_node_agent_with_exact_updates_and_
     let Some(broker) = broker() else { return };
     let admin = cp.admin().await.expect("admin client");
     let ns = cp.namespace(&admin, "loop").await.expect("namespace");
-    let Some((release, release_ns)) = install_chart(cp, &admin, &ns).await else { return };
+    let Some((release, release_ns)) = chart::install(cp, &admin, &ns).await else { return };
     let bootstrap = broker.bootstrap();
     let mut shard = example(&ns, &bootstrap);
     // No volumes are mounted by the node agent: the Kafka settings travel in the spec.
@@ -702,42 +588,9 @@ async fn the_whole_loop_runs_pods_through_the_node_agent_with_exact_updates_and_
     assert!(p99 > 0.0 && p99 < 5000.0, "observed p99 {p99} ms");
     eprintln!("observed p99 {} ({p99} ms)", status.observed_p99.clone().unwrap_or_default());
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let updates = kafka::read_all(&bootstrap, &output, 4).expect("updates");
-        let input_records = kafka::read_all(&bootstrap, &input, 4).expect("input");
-        let expected = gameshard_e2e::verify::expected(&input_records);
-        let why = match gameshard_e2e::verify::fold(&updates) {
-            Ok(view) if view == expected => break,
-            Ok(view) => {
-                let wrong: Vec<_> =
-                    expected.iter().filter(|(k, v)| view.get(k) != Some(v)).collect();
-                let example = wrong
-                    .first()
-                    .map(|(k, v)| format!("{k:?}: expected {v}, got {:?}", view.get(k)));
-                format!(
-                    "{} of {} entities differ ({} updates read), e.g. {}",
-                    wrong.len(),
-                    expected.len(),
-                    updates.len(),
-                    example.unwrap_or_default()
-                )
-            }
-            Err(e) => format!("the updates are not valid: {e:#}"),
-        };
-        if Instant::now() > deadline {
-            let mut report = String::new();
-            for (pod, ip) in pods.iter().zip(&ips) {
-                let status = gameshard_e2e::harness::dataplane::get((*ip, 9100).into(), "/status")
-                    .map(|(_, body)| body)
-                    .unwrap_or_default();
-                let log = gameshard_e2e::harness::controlplane::tail(&agent.log(pod), 15);
-                let _ = write!(report, "\n--- {pod} /status: {status}\n{log}");
-            }
-            panic!("the updates do not match the model within 120 s: {why}{report}");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    chart::wait_exact(&bootstrap, (&input, &output), 4, &agent, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // Deleting the shard stops its processes through the pods' graceful deletion.
     shards.delete(&name, &DeleteParams::default()).await.expect("deleted");

@@ -31,7 +31,16 @@ async fn administer(broker: &Broker, cluster: &Cluster, prefix: &str) {
     ];
     rdkafka.create(cluster, &wanted).await.expect("created");
     rdkafka.create(cluster, &wanted).await.expect("creating existing topics is not an error");
-    assert_eq!(rdkafka.partitions(cluster, &names).await, Ok(vec![Some(6), Some(6), Some(1)]));
+    // A created topic reaches the brokers' metadata a moment after CreateTopics returns
+    // (on a loaded machine, seconds): the count is read until it shows, for a bounded time.
+    let want = Ok(vec![Some(6), Some(6), Some(1)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut counted = rdkafka.partitions(cluster, &names).await;
+    while counted != want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        counted = rdkafka.partitions(cluster, &names).await;
+    }
+    assert_eq!(counted, want);
 
     let assignment = Message::Assignment(Assignment {
         shard: "zone".into(),

@@ -119,6 +119,8 @@ pub struct Context<K, S = HttpClient> {
     pub refresh: tokio::sync::broadcast::Sender<ObjectRef<GameShard>>,
     /// Kubernetes Events.
     pub recorder: Recorder,
+    /// Who reports them.
+    pub reporter: Reporter,
     /// The operator's metrics.
     pub metrics: Metrics,
     /// Data-plane image for shards that name none.
@@ -140,7 +142,7 @@ impl<K, S> Context<K, S> {
         service_monitors: bool,
         reporter: Reporter,
     ) -> Self {
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = Recorder::new(client.clone(), reporter.clone());
         // Refreshes are rare (a decision, a condition changing): a few per shard and
         // interval at most; a receiver that lags drops some, and its resync covers them.
         let (refresh, _) = tokio::sync::broadcast::channel(64);
@@ -151,6 +153,7 @@ impl<K, S> Context<K, S> {
             scalers: Scalers::default(),
             refresh,
             recorder,
+            reporter,
             metrics,
             default_image,
             service_monitors,
@@ -330,7 +333,7 @@ fn autoscale<K, S: Fetch>(shard: &GameShard, ctx: &Context<K, S>, partitions: i3
         actuator: ScaleSubresource::new(
             shard,
             Api::namespaced(ctx.client.clone(), &ns),
-            ctx.recorder.clone(),
+            ctx.reporter.clone(),
             ctx.refresh.clone(),
         ),
         fetch: ctx.http.clone(),

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use gameshard_crds::GameShard;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -65,20 +65,30 @@ pub struct ScaleSubresource {
     api: Api<GameShard>,
     name: String,
     reference: ObjectReference,
+    reporter: Reporter,
+    /// For freezes: a repeated one joins the series of the first.
     recorder: Recorder,
     refresh: broadcast::Sender<ObjectRef<GameShard>>,
 }
 
 impl ScaleSubresource {
-    /// For `shard`, through `api` (its namespace), with Events from `recorder`; status
-    /// refreshes go to `refresh`.
+    /// For `shard`, through `api` (its namespace), with Events reported as `reporter`;
+    /// status refreshes go to `refresh`.
     pub fn new(
         shard: &GameShard,
         api: Api<GameShard>,
-        recorder: Recorder,
+        reporter: Reporter,
         refresh: broadcast::Sender<ObjectRef<GameShard>>,
     ) -> Self {
-        Self { api, name: shard.name_any(), reference: shard.object_ref(&()), recorder, refresh }
+        let recorder = Recorder::new(api.clone().into_client(), reporter.clone());
+        Self {
+            api,
+            name: shard.name_any(),
+            reference: shard.object_ref(&()),
+            reporter,
+            recorder,
+            refresh,
+        }
     }
 }
 
@@ -102,7 +112,15 @@ impl Actuator for ScaleSubresource {
             action: notice.action.to_owned(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &self.reference).await {
+        // A recorder folds an Event into the series of an earlier one of the same reason
+        // and keeps the earlier note: each decision (3 to 2 pods, then 2 to 1) gets a
+        // recorder of its own, so that its Event says what it decided.
+        let recorder = if notice.action == "Freeze" {
+            self.recorder.clone()
+        } else {
+            Recorder::new(self.api.clone().into_client(), self.reporter.clone())
+        };
+        if let Err(error) = recorder.publish(&event, &self.reference).await {
             tracing::warn!(%error, reason = notice.reason, "cannot record an event");
         }
     }

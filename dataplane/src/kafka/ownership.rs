@@ -232,9 +232,19 @@ impl<G: Game> Follower<G> {
             }
         };
         let mut caught_up = end == 0;
+        // Whether the last poll returned a record: the records already fetched are read
+        // without waiting, and the assignment is acted on as soon as none is left, not
+        // after a whole idle wait (which added up to 100 ms to every handoff).
+        let mut reading = false;
         while !self.reporting.stop.load(Relaxed) {
-            let wait = if self.waiting.is_empty() { 100 } else { 10 };
-            if let Some(message) = self.consumer.poll(Duration::from_millis(wait)) {
+            let wait = match (reading, self.waiting.is_empty()) {
+                (true, _) => Duration::ZERO,
+                (false, true) => Duration::from_millis(100),
+                (false, false) => Duration::from_millis(10),
+            };
+            reading = false;
+            if let Some(message) = self.consumer.poll(wait) {
+                reading = true;
                 match message {
                     Ok(m) => {
                         caught_up |= m.offset() + 1 >= end;

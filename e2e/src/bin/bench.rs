@@ -6,6 +6,10 @@
 //! run it measures the baseline (`gameshard-bench baseline`, in a child process so that
 //! neither disturbs the other's memory or threads) and reports the ratio.
 //!
+//! `gameshard-bench handoff` moves a partition of 100,000 players back and forth between
+//! two running data planes on an Apache Kafka broker under constant load, and measures
+//! its pause and the other partitions' tail latency with and without moves.
+//!
 //! `gameshard-bench instructions` counts the instructions the engine spends per event,
 //! in all three stages and in each one, under callgrind: a figure that, unlike time,
 //! does not move with the machine's load. It runs `gameshard-bench stage` under
@@ -21,10 +25,11 @@ use gameshard_dataplane::affinity;
 use gameshard_dataplane::metrics::Metrics;
 use gameshard_dataplane::pipeline::{self, Config, SnapshotPolicy};
 use gameshard_e2e::alloc::{self, Counting};
+use gameshard_e2e::harness::zone;
 use gameshard_e2e::scenario::{Run, scenario};
 use gameshard_e2e::stages::{self, Stage};
 use gameshard_e2e::workload::{self, Workload};
-use gameshard_e2e::{baseline, endtoend, jitter};
+use gameshard_e2e::{baseline, endtoend, handoffbench, jitter};
 use gameshard_engine::World;
 use gameshard_engine::spec::{SpecGame, SpecWorld};
 use serde_json::json;
@@ -55,6 +60,46 @@ enum Bench {
     E2e(E2eArgs),
     /// Time to restore a partition from its snapshot.
     Restore(RestoreArgs),
+    /// A partition moved between two running data planes on an Apache Kafka broker: its
+    /// pause, and the other partitions' tail latency with and without moves.
+    Handoff(HandoffArgs),
+}
+
+#[derive(Args)]
+struct HandoffArgs {
+    /// Players in each partition, the moving one included.
+    #[arg(long, default_value_t = 100_000)]
+    players: u32,
+    /// Input partitions (at least 3).
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Events per record.
+    #[arg(long, default_value_t = 64)]
+    events_per_record: u32,
+    /// Offered load over all partitions, in events per second.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Moves of the moving partition, alternately to the other data plane and back.
+    #[arg(long, default_value_t = 10)]
+    moves: u32,
+    /// Seconds of each of the two windows without moves (before and after the moves).
+    #[arg(long, default_value_t = 20.0)]
+    quiet_secs: f64,
+    /// Seconds between one move's end and the next one's start.
+    #[arg(long, default_value_t = 3.0)]
+    settle_secs: f64,
+    /// The data planes' output framing.
+    #[arg(long, value_enum, default_value_t = OutputFraming::Entity)]
+    framing: OutputFraming,
+    /// Print one JSON line instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFraming {
+    Entity,
+    Batch,
 }
 
 #[derive(Args)]
@@ -281,6 +326,23 @@ fn main() -> anyhow::Result<()> {
         }
         Bench::Restore(args) => {
             print_report(&endtoend::restore(args.players)?, args.json);
+            Ok(())
+        }
+        Bench::Handoff(args) => {
+            let options = handoffbench::Options {
+                players: args.players,
+                partitions: args.partitions,
+                events_per_record: args.events_per_record,
+                rate: args.rate,
+                moves: args.moves,
+                quiet_secs: args.quiet_secs,
+                settle_secs: args.settle_secs,
+                framing: match args.framing {
+                    OutputFraming::Entity => zone::Framing::Entity,
+                    OutputFraming::Batch => zone::Framing::Batch,
+                },
+            };
+            print_report(&handoffbench::run(&options)?, args.json);
             Ok(())
         }
     }

@@ -4,7 +4,9 @@
 
 pub mod binary;
 pub mod broker;
+pub mod chart;
 pub mod controlplane;
+pub mod controltopic;
 pub mod dataplane;
 pub mod helm;
 pub mod kafka;
