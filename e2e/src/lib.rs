@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod baseline;
+pub mod demo;
 pub mod endtoend;
 pub mod handoffbench;
 pub mod harness;

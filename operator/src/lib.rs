@@ -18,6 +18,7 @@ pub mod http;
 pub mod kube_scaler;
 pub mod leader;
 pub mod local;
+pub mod local_scaler;
 pub mod metrics;
 pub mod scaler;
 pub mod signals;

@@ -9,8 +9,15 @@
 //! What a kubelet would do is done here: a pod that exits is started again, a pod is
 //! ready while its `/readyz` answers 200, and a pod that is removed gets SIGTERM and,
 //! after its grace period, SIGKILL.
+//!
+//! The shard's autoscaler is the operator's own loop ([`crate::scaler`]) with local
+//! parts ([`crate::local_scaler`]): it scrapes the processes on loopback and writes its
+//! steps into [`Scale`] in place of the scale subresource. Its configuration follows
+//! the file (mode, target, windows, bounds, Prometheus). A step up starts processes,
+//! and partitions move to them one at a time once they are ready; a step down moves
+//! the partitions off first, then stops the processes that hold none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
@@ -28,6 +35,10 @@ use tokio::sync::watch;
 use crate::desired;
 use crate::handoff::{self, Driver, Seen, Target};
 use crate::http;
+use crate::local_scaler::{LocalPods, LocalScale, Noticed};
+use crate::metrics::Metrics;
+use crate::scaler::{self, Pacing, Report};
+use crate::signals::HttpClient;
 use crate::topics::{self, Cluster, Kafka};
 
 /// How often the loop looks at the file, the pods and the control topic.
@@ -63,6 +74,8 @@ pub struct PodStatus {
     pub port: u16,
     /// Whether its `/readyz` answered 200 at the last look.
     pub ready: bool,
+    /// Whether its process runs (started and not exited), ready or not.
+    pub running: bool,
     /// Times it was started again after exiting.
     pub restarts: u32,
     /// Whether it is being removed (draining after SIGTERM).
@@ -88,6 +101,11 @@ pub struct Status {
     pub seen: Seen,
     /// Moves waiting for their new owner.
     pub in_flight: Vec<Move>,
+    /// The autoscaler's latest report.
+    pub report: Option<Report>,
+    /// The autoscaler's latest decisions and freezes, oldest first (at most
+    /// [`crate::local_scaler::KEPT_NOTICES`]).
+    pub decisions: VecDeque<Noticed>,
 }
 
 /// The replicas an autoscaler (or a person, through [`Scale::set`]) asks for, in place
@@ -136,6 +154,9 @@ pub struct Local<K> {
     topics_checked: Option<(Instant, Cluster)>,
     pods: BTreeMap<String, Pod>,
     cpus: usize,
+    /// The shard's autoscaler loop, with the shard name it runs for.
+    scaler: Option<(String, scaler::Handle)>,
+    metrics: Metrics,
 }
 
 impl<K: Kafka> Local<K> {
@@ -153,7 +174,15 @@ impl<K: Kafka> Local<K> {
             topics_checked: None,
             pods: BTreeMap::new(),
             cpus,
+            scaler: None,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The operator's metrics of this shard (the autoscaler's decisions, desired
+    /// replicas and observed p99), for an admin server.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Runs until `shutdown` turns true, then stops every pod (SIGTERM: each drains,
@@ -196,6 +225,7 @@ impl<K: Kafka> Local<K> {
             Some(r) => r.clamp(1, partitions),
             None => desired::replicas_for(&shard, partitions),
         };
+        self.autoscale(&shard, replicas, partitions);
         let names = desired::pod_names(&shard, replicas);
         let ready: Vec<String> =
             names.iter().filter(|p| self.pods.get(*p).is_some_and(|p| p.ready)).cloned().collect();
@@ -236,6 +266,40 @@ impl<K: Kafka> Local<K> {
         status.pods = pods;
         status.in_flight = in_flight;
         status.seen = seen;
+    }
+
+    /// Starts the shard's autoscaler loop, or gives it the file's current spec, and
+    /// copies its latest report into the status.
+    fn autoscale(&mut self, shard: &GameShard, replicas: i32, partitions: i32) {
+        let name = shard.name_any();
+        let spec = &shard.spec;
+        let config = scaler::Config::new(
+            &name,
+            &spec.latency,
+            &spec.autoscaling,
+            spec.paused,
+            replicas,
+            partitions,
+        );
+        match &self.scaler {
+            Some((running, handle)) if *running == name => handle.update(config),
+            _ => {
+                let loop_shard = scaler::Shard {
+                    namespace: shard.namespace().unwrap_or_else(|| "default".to_owned()),
+                    name: name.clone(),
+                    endpoints: LocalPods::new(Arc::clone(&self.status)),
+                    actuator: LocalScale::new(Arc::clone(&self.scale), Arc::clone(&self.status)),
+                    fetch: HttpClient::new(),
+                    metrics: self.metrics.clone(),
+                };
+                let handle = scaler::spawn(loop_shard, config, Pacing::Interval);
+                self.scaler = Some((name, handle));
+            }
+        }
+        let report = self.scaler.as_ref().and_then(|(_, h)| h.report());
+        if report.is_some() {
+            self.status().report = report;
+        }
     }
 
     /// Reads the file again if it changed.
@@ -388,6 +452,7 @@ impl<K: Kafka> Local<K> {
                 name: name.clone(),
                 port: p.port,
                 ready: p.ready,
+                running: p.child.is_some(),
                 restarts: p.restarts,
                 terminating: p.terminating.is_some(),
             })
@@ -395,6 +460,8 @@ impl<K: Kafka> Local<K> {
     }
 
     async fn stop_all(&mut self) {
+        // No step may land while the pods drain.
+        self.scaler = None;
         for pod in self.pods.values_mut() {
             signal(pod, Signal::SIGTERM);
         }

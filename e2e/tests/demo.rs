@@ -1,0 +1,122 @@
+//! Local mode's autoscaler on a real Apache Kafka broker with real data-plane
+//! processes, through the demo's library: a spike of load scales the shard up, the
+//! partitions moving one at a time, and calm scales it back down after the down
+//! window; the final states equal the SPEC model, every update checked against it.
+//!
+//! The two tests take the machine in turn (a lock), since both load it to the full.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use gameshard_e2e::demo::{self, Options, Summary};
+use gameshard_e2e::harness::broker::Broker;
+use gameshard_e2e::harness::dataplane;
+
+static MACHINE: Mutex<()> = Mutex::new(());
+
+/// The example file with the test's settings in place of the demo's.
+fn shard(replace: &[(&str, &str)]) -> String {
+    let mut text = demo::EXAMPLE.to_owned();
+    for (from, to) in replace {
+        assert!(text.contains(from), "examples/demo.yaml has {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+fn run(
+    name: &str,
+    shard: String,
+    phases: Vec<demo::scenario::Phase>,
+    start: Option<i32>,
+) -> Option<Summary> {
+    let _machine = MACHINE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let broker = Broker::start().expect("the broker starts")?;
+    let work_dir =
+        std::env::temp_dir().join(format!("gameshard-test-{name}-{}", std::process::id()));
+    let options = Options {
+        shard,
+        partitions: 4,
+        players: 4_000,
+        events_per_record: 4,
+        phases,
+        dataplane: dataplane::binary().expect("gameshard-dataplane builds"),
+        dataplane_args: vec!["--spin-us".to_owned(), "0".to_owned()],
+        start_replicas: start,
+        work_dir: work_dir.clone(),
+        check: true,
+    };
+    let mut seconds = Vec::new();
+    let summary = demo::run(&options, &broker.bootstrap(), |s, _, _| {
+        seconds.push(format!(
+            "t={:.0} {:?} offered {:.0} processed {:.0} p99 {:?} replicas {} pods {} in flight {}",
+            s.t,
+            s.phase,
+            s.offered,
+            s.processed,
+            s.p99_ms,
+            s.replicas,
+            s.pods.len(),
+            s.in_flight.len()
+        ));
+    })
+    .expect("the demo runs");
+    eprintln!("{}\n{}", seconds.join("\n"), demo::display::summary(&summary));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    Some(summary)
+}
+
+fn assert_exact(s: &Summary) {
+    assert_eq!(s.final_state_exact, Some(true), "{:?}", s.check_problem);
+    assert_eq!(s.wrong_updates, 0);
+    assert!(s.updates > 0, "updates were read back");
+}
+
+#[test]
+fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_time() {
+    // A target the raid's backlog breaches and the calm load stays well under.
+    // A target the raid breaches for the test's own (debug) build of the data plane,
+    // with rates small enough that the model check stays short.
+    let shard = shard(&[("p99TargetMs: 100", "p99TargetMs: 50")]);
+    let phases = demo::spike(
+        Duration::from_secs(10),
+        Duration::from_secs(20),
+        Duration::from_secs(30),
+        1_000.0,
+        30_000.0,
+    );
+    let Some(s) = run("spike", shard, phases, None) else { return };
+    // Calm's p99 itself is left to the machine's noise (other processes share its two
+    // cores); what matters is that nothing scaled before the raid.
+    let raid_start = s.phases[1].start_s;
+    let first_up = s.decisions.iter().find(|d| d.1 == "ScaledUp").expect("a step up").0;
+    assert!(first_up >= raid_start, "no step up before the raid: {first_up} s");
+    let peak = s.phases[1].max_p99_ms_1s.expect("the raid had updates");
+    assert!(peak > s.target_p99_ms, "the raid breaches the target: {peak} ms");
+    assert!(s.scale_ups >= 1 && s.max_replicas >= 2, "the shard scaled up: {s:?}");
+    assert!(s.first_decision_after_breach_s.is_some(), "a breach led to the step");
+    assert!(s.handoffs >= 2, "partitions moved to the new pod: {}", s.handoffs);
+    assert_eq!(s.max_handoffs_in_flight, 1, "one partition at a time");
+    assert!(s.p99_recovery_s.is_some(), "the p99 came back under the target after the raid");
+    assert_exact(&s);
+}
+
+#[test]
+fn calm_after_the_down_window_removes_a_pod_and_keeps_every_update_exact() {
+    let phases = demo::steady(Duration::from_secs(50), 2_000.0);
+    let Some(s) = run("calm", shard(&[]), phases, Some(2)) else { return };
+    assert_eq!(s.scale_ups, 0, "calm never scales up: {s:?}");
+    assert!(s.scale_downs >= 1, "the shard scaled down: {s:?}");
+    assert_eq!(s.final_replicas, 1);
+    let down = s.decisions.iter().find(|d| d.1 == "ScaledDown").expect("a step down").0;
+    // The down window (20 s) is covered by the autoscaler's samples, which begin once
+    // the pods run: at most one interval (2 s) before they all serve.
+    assert!(
+        down - s.served_s >= 18.0,
+        "not before the down window: {down} s, served at {} s",
+        s.served_s
+    );
+    assert!(s.handoffs >= 2, "partitions moved off the removed pod");
+    assert!(s.max_handoffs_in_flight <= 1);
+    assert_exact(&s);
+}
