@@ -372,8 +372,7 @@ async fn steer<K: Kafka, S>(
             // The first assignment goes to every pod there will be: none is ready before.
             names.to_vec()
         } else {
-            let ready = ready_pods(ctx, &ns, shard).await?;
-            names.iter().filter(|p| ready.contains(*p)).cloned().collect()
+            handoff::serving(&seen.log, names, &ready_pods(ctx, &ns, shard).await?)
         };
         let target = Target {
             shard: name.clone(),

@@ -146,6 +146,25 @@ pub fn holders(log: &ShardLog, pods: &[String]) -> BTreeSet<String> {
         .collect()
 }
 
+/// The pods of `names` (the pods the shard should have) that partitions go to, given
+/// which are `ready`: before the first assignment, all of them (none is ready before it);
+/// after it, the ready pods that hold partitions, and the new ones only once every new
+/// one is ready. So a scale step waits for all its new pods and then moves each
+/// partition once, instead of spreading over the first pod to start and moving again
+/// when the next one is up.
+pub fn serving(log: &ShardLog, names: &[String], ready: &BTreeSet<String>) -> Vec<String> {
+    if log.assignment.is_none() {
+        return names.to_vec();
+    }
+    let holders = holders(log, names);
+    let new_ready = names.iter().filter(|p| !holders.contains(*p)).all(|p| ready.contains(p));
+    names
+        .iter()
+        .filter(|p| ready.contains(*p) && (new_ready || holders.contains(*p)))
+        .cloned()
+        .collect()
+}
+
 /// What a driver has seen of the control topic.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
@@ -321,6 +340,20 @@ mod tests {
                 acquired_ms: 0,
             }),
         );
+    }
+
+    #[test]
+    fn new_pods_are_served_once_every_new_pod_is_ready() {
+        let names = |n: usize| (0..n).map(|i| format!("zone-{i}")).collect::<Vec<_>>();
+        let ready = |pods: &[&str]| pods.iter().map(|&p| p.to_owned()).collect::<BTreeSet<_>>();
+        let mut log = ShardLog::default();
+        assert_eq!(serving(&log, &names(2), &ready(&[])), names(2), "the first assignment");
+        publish(&mut log, &target(4, 1));
+        // Scaling from one pod to three: the second is up, the third is not yet.
+        assert_eq!(serving(&log, &names(3), &ready(&["zone-0", "zone-1"])), ["zone-0"]);
+        assert_eq!(serving(&log, &names(3), &ready(&["zone-0", "zone-1", "zone-2"])), names(3));
+        // A pod holding partitions that is not ready is left out, as before.
+        assert_eq!(serving(&log, &names(1), &ready(&[])), Vec::<String>::new());
     }
 
     fn publish(log: &mut ShardLog, t: &Target) -> Option<Assignment> {

@@ -227,12 +227,12 @@ impl<K: Kafka> Local<K> {
         };
         self.autoscale(&shard, replicas, partitions);
         let names = desired::pod_names(&shard, replicas);
-        let ready: Vec<String> =
+        let ready: std::collections::BTreeSet<String> =
             names.iter().filter(|p| self.pods.get(*p).is_some_and(|p| p.ready)).cloned().collect();
         let driver = self.driver(&shard, &cluster);
         let seen = driver.seen();
         if seen.caught_up {
-            let pods = if seen.log.assignment.is_none() { names.clone() } else { ready };
+            let pods = handoff::serving(&seen.log, &names, &ready);
             driver.set_target(Target {
                 shard: shard.name_any(),
                 partitions: partitions as u32,

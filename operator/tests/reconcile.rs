@@ -618,7 +618,7 @@ async fn create_makes_topics_applies_and_publishes_the_first_assignment() {
 }
 
 #[tokio::test]
-async fn a_scale_up_moves_partitions_one_at_a_time_to_ready_pods_only() {
+async fn a_scale_up_waits_for_every_new_pod_then_moves_partitions_one_at_a_time() {
     let kafka = FakeKafka::with(Ok(ALL_TOPICS.to_vec()));
     kafka.write(&pod_assignment(3, &[("zone-0", 0..8), ("zone-1", 8..16)]));
     let (ctx, kafka, server) = setup(kafka);
@@ -636,23 +636,41 @@ async fn a_scale_up_moves_partitions_one_at_a_time_to_ready_pods_only() {
     })
     .await;
     caught_up(&ctx).await;
-    // zone-2 is ready, zone-3 is not: partitions move to zone-2 alone, one at a time.
-    let ready = || {
-        |mut server: ApiServer| async move {
-            server.pods(&["zone-0", "zone-1", "zone-2"], &["zone-3"]).await;
-            server.rolled_out(3);
-            server.apply_statefulset().await;
-            after_statefulset(&mut server, &[]).await;
-            server
-        }
-    };
-    let (action, server) = step(applied(four(), 4), &ctx, server, ready()).await;
+    // zone-2 is ready, zone-3 is not: nothing moves yet, so that no partition moves
+    // to zone-2 now and again to zone-3 later.
+    let (action, server) = step(applied(four(), 4), &ctx, server, |mut server| async move {
+        server.pods(&["zone-0", "zone-1", "zone-2"], &["zone-3"]).await;
+        server.rolled_out(3);
+        server.apply_statefulset().await;
+        let status = after_statefulset(&mut server, &[]).await;
+        assert_eq!(
+            condition(&status, "Progressing")["reason"],
+            "RollingOut",
+            "zone-3 is not ready"
+        );
+        server
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)), "the pods' readiness wakes it");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(kafka.assignments().len(), 1, "no move while a new pod is not ready");
+
+    // Every pod is ready: partitions move to the new ones, one at a time.
+    let (action, server) = step(applied(four(), 4), &ctx, server, |mut server| async move {
+        server.pods(&["zone-0", "zone-1", "zone-2", "zone-3"], &[]).await;
+        server.rolled_out(4);
+        server.apply_statefulset().await;
+        after_statefulset(&mut server, &[]).await;
+        server
+    })
+    .await;
     assert_eq!(action, Action::requeue(Duration::from_secs(2)));
     let first = kafka.published(4).await;
     assert_eq!(first.moves.len(), 1);
     let m = first.moves[0].clone();
-    assert_eq!((m.to.as_str(), m.epoch), ("zone-2", 4));
-    assert_eq!(first.owner_of(m.partition), Some("zone-2"));
+    assert!(["zone-2", "zone-3"].contains(&m.to.as_str()), "{m:?}");
+    assert_eq!(m.epoch, 4);
+    assert_eq!(first.owner_of(m.partition), Some(m.to.as_str()));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(kafka.assignments().len(), 2, "the next move waits for the acknowledgement");
 
@@ -660,27 +678,22 @@ async fn a_scale_up_moves_partitions_one_at_a_time_to_ready_pods_only() {
         shard: "zone".into(),
         partition: m.partition,
         epoch: 4,
-        pod: "zone-2".into(),
+        pod: m.to.clone(),
         next_offset: 0,
         acquired_ms: 0,
     }));
     let second = kafka.published(5).await;
     assert_eq!(second.moves.len(), 1, "the acknowledged move left the list");
-    assert_eq!(second.moves[0].to, "zone-2");
-    assert!(second.partitions_of("zone-3").is_empty(), "no partition for a pod not ready");
+    assert!(["zone-2", "zone-3"].contains(&second.moves[0].to.as_str()), "{second:?}");
     seen_epoch(&ctx, 5).await;
     let (_, server) = step(applied(four(), 4), &ctx, server, |mut server| async move {
-        server.pods(&["zone-0", "zone-1", "zone-2"], &["zone-3"]).await;
-        server.rolled_out(3);
+        server.pods(&["zone-0", "zone-1", "zone-2", "zone-3"], &[]).await;
+        server.rolled_out(4);
         server.apply_statefulset().await;
         let status = after_statefulset(&mut server, &[]).await;
         assert_eq!(status["assignmentEpoch"], 5);
         assert_eq!(status["handoffsInFlight"], 1);
-        assert_eq!(
-            condition(&status, "Progressing")["reason"],
-            "RollingOut",
-            "zone-3 is not ready"
-        );
+        assert_eq!(condition(&status, "Progressing")["reason"], "Rebalancing");
         server
     })
     .await;
