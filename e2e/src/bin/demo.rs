@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value_t = 4_000.0)]
     calm_rate: f64,
     /// Events per second during the raid.
-    #[arg(long, default_value_t = 120_000.0)]
+    #[arg(long, default_value_t = 250_000.0)]
     raid_rate: f64,
     /// Seconds of the steady scenario.
     #[arg(long, default_value_t = 600)]
