@@ -558,16 +558,25 @@ async fn the_scale_subresource_written_by_another_client_moves_partitions_one_at
     let shards = rig.shards();
     let load = Offered::start(&rig.bootstrap, &rig.input, &[CALM_RATE]);
 
-    // As the HPA controller does: read the scale, write it back with a new count.
+    // As the HPA controller does: read the scale, write it back with a new count, and
+    // read it again when the write conflicts (the operator wrote the status meanwhile).
     let scale_to = |replicas: i32| {
         let shards = shards.clone();
         let name = rig.name.clone();
         async move {
-            let mut scale = shards.get_scale(&name).await.expect("scale");
-            scale.spec.get_or_insert_default().replicas = Some(replicas);
             let params =
                 PostParams { field_manager: Some(MANAGER.to_owned()), ..PostParams::default() };
-            shards.replace_scale(&name, &params, &scale).await.expect("scale written")
+            for _ in 0..10 {
+                let mut scale = shards.get_scale(&name).await.expect("scale");
+                scale.spec.get_or_insert_default().replicas = Some(replicas);
+                match shards.replace_scale(&name, &params, &scale).await {
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    written => return written.expect("scale written"),
+                }
+            }
+            panic!("the scale kept conflicting for ten writes");
         }
     };
     let scale = shards.get_scale(&rig.name).await.expect("scale");
