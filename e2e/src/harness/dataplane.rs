@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,37 +17,7 @@ use super::watchdog::Watchdog;
 /// The `gameshard-dataplane` binary of this build profile, built (or found up to date)
 /// once per test process so that tests never run a stale binary.
 pub fn binary() -> anyhow::Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(|| build().map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)
-}
-
-fn build() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> or target/<profile>/<bin>
-    let profile_dir = exe
-        .ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n == "debug" || n == "release"))
-        .context("cannot tell the build profile from the test's path")?
-        .to_path_buf();
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command.args(["build", "--quiet", "-p", "gameshard-dataplane", "--bin", "gameshard-dataplane"]);
-    if release {
-        command.arg("--release");
-    }
-    if let Some(target_dir) = profile_dir.parent() {
-        command.env("CARGO_TARGET_DIR", target_dir);
-    }
-    let status = command.status().context("running cargo build for gameshard-dataplane")?;
-    if !status.success() {
-        bail!("building gameshard-dataplane failed");
-    }
-    let binary = profile_dir.join("gameshard-dataplane");
-    if !binary.is_file() {
-        bail!("{} is missing after the build", binary.display());
-    }
-    Ok(binary)
+    super::binary::cargo_binary("gameshard-dataplane", "gameshard-dataplane")
 }
 
 /// A running data plane, killed when dropped.
