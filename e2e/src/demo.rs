@@ -44,10 +44,12 @@ pub const EXAMPLE: &str = include_str!("../../examples/demo.yaml");
 
 /// How long the pipeline may take to catch up after the warm-up or the load.
 const DRAIN: Duration = Duration::from_secs(90);
-/// The lead-in: load at the first phase's rate before it, not measured. A data plane
-/// that was idle takes a few seconds to reach its pace (its clients' batches grow
-/// again), and that belongs to no phase of the scenario.
-const LEAD_IN: Duration = Duration::from_secs(12);
+/// The lead-in: load at the first phase's rate before it, not measured, so that the
+/// autoscaler's samples that cover the warm-up (a spawn for every player, sent at
+/// once) end before the first phase begins.
+const LEAD_IN: Duration = Duration::from_secs(6);
+/// The longest the broker is warmed before local mode starts ([`kafka::warm_up`]).
+const BROKER_WARM_UP: Duration = Duration::from_secs(30);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -146,6 +148,11 @@ pub struct Summary {
     pub served_s: f64,
     /// The GameShard file that was watched.
     pub file: String,
+    /// Seconds the broker was warmed before local mode started, and whether its hop
+    /// was fast by then ([`kafka::warm_up`]).
+    pub broker_warm_up_s: f64,
+    /// See `broker_warm_up_s`.
+    pub broker_warm: bool,
     /// Seconds the run took, from the broker's start to the check's end.
     pub wall_s: f64,
 }
@@ -178,6 +185,7 @@ pub fn run(
     mut show: impl FnMut(&Sample, &[Decided], &Status),
 ) -> anyhow::Result<Summary> {
     let began = Instant::now();
+    let warm = kafka::warm_up(bootstrap, BROKER_WARM_UP)?;
     std::fs::create_dir_all(&options.work_dir)?;
     let file = options.work_dir.join("gameshard.yaml");
     let text = with_partitions(&options.shard, options.partitions);
@@ -223,6 +231,8 @@ pub fn run(
     }
     let mut summary = result?;
     summary.file = file.display().to_string();
+    summary.broker_warm_up_s = round1(warm.elapsed.as_secs_f64());
+    summary.broker_warm = warm.warm;
 
     let (handoffs, max_in_flight) = handoffs(bootstrap, &control, &shard.name_any())?;
     summary.handoffs = handoffs;
@@ -462,9 +472,8 @@ fn summarize(
             .map(|s| s.t - 1.0);
         summary.first_decision_after_breach_s = breach_start.map(|b| round1(up.t - b));
     }
-    if let Some(raid) = options.phases.get(peak).filter(|_| options.phases.len() > 1) {
+    if options.phases.len() > 1 {
         let raid_end: f64 = options.phases[..=peak].iter().map(|p| p.duration.as_secs_f64()).sum();
-        let _ = raid;
         let after: Vec<&Sample> = samples.iter().filter(|s| s.t > raid_end).collect();
         let last_above = after.iter().rposition(|s| s.p99_ms.is_some_and(|p| p > target));
         summary.p99_recovery_s = match last_above {

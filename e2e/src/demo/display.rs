@@ -148,6 +148,12 @@ pub fn summary(s: &Summary) -> String {
         s.p99_recovery_from
     );
     let _ = writeln!(out, "  p99 measured from: {}", s.p99_source);
+    let _ = writeln!(
+        out,
+        "  broker warmed for {:.1} s before the shard started{}",
+        s.broker_warm_up_s,
+        if s.broker_warm { "" } else { " (still slow at the limit)" }
+    );
     match s.final_state_exact {
         Some(exact) => {
             let _ = writeln!(
