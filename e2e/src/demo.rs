@@ -238,8 +238,14 @@ pub fn run(
     summary.handoffs = handoffs;
     summary.max_handoffs_in_flight = max_in_flight;
     if options.check {
-        let sent = kafka::read_all(bootstrap, &input, partitions)?;
-        let updates = kafka::read_all(bootstrap, &output, partitions)?;
+        // The two topics are read back at once, each by a consumer of its own.
+        let (sent, updates) = std::thread::scope(|s| {
+            let sent = s.spawn(|| kafka::read_all(bootstrap, &input, partitions));
+            let updates = kafka::read_all(bootstrap, &output, partitions);
+            (sent.join(), updates)
+        });
+        let sent = sent.map_err(|_| anyhow::anyhow!("reading the input back panicked"))??;
+        let updates = updates?;
         let checked = check::check(&sent, &updates)?;
         summary.updates = checked.updates;
         summary.wrong_updates = checked.wrong_updates;
