@@ -142,10 +142,11 @@ pub fn summary(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "  first decision after the breach began: {}; p99 back under the target {} after {}",
+        "  first decision after the breach began: {}; p99 back under the target {} after {} (worst second after that {})",
         opt(s.first_decision_after_breach_s),
         opt(s.p99_recovery_s),
-        s.p99_recovery_from
+        s.p99_recovery_from,
+        ms(s.max_p99_ms_1s_after_recovery)
     );
     let _ = writeln!(out, "  p99 measured from: {}", s.p99_source);
     let _ = writeln!(
