@@ -2,11 +2,13 @@
 //! processes, through the demo's library: a spike of load scales the shard up, the
 //! partitions moving one at a time, and calm scales it back down after the down
 //! window; a process that stops answering freezes the autoscaler, which scales nothing
-//! down until every process is read again; the final states equal the SPEC model,
-//! every update checked against it.
+//! down until every process is read again; an edit of the GameShard file while it
+//! runs takes effect; the final states equal the SPEC model, every update checked
+//! against it.
 //!
 //! The two tests take the machine in turn (a lock), since both load it to the full.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -51,8 +53,7 @@ fn run_watching(
 ) -> Option<Summary> {
     let _machine = MACHINE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let broker = Broker::start().expect("the broker starts")?;
-    let work_dir =
-        std::env::temp_dir().join(format!("gameshard-test-{name}-{}", std::process::id()));
+    let work_dir = work_dir(name);
     let options = Options {
         shard,
         partitions: 4,
@@ -84,6 +85,12 @@ fn run_watching(
     eprintln!("{}\n{}", seconds.join("\n"), demo::display::summary(&summary));
     let _ = std::fs::remove_dir_all(&work_dir);
     Some(summary)
+}
+
+/// The folder of test `name`'s run: the GameShard file it watches is `gameshard.yaml`
+/// in it.
+fn work_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("gameshard-test-{name}-{}", std::process::id()))
 }
 
 fn assert_exact(s: &Summary) {
@@ -187,5 +194,34 @@ fn a_data_plane_that_stops_answering_freezes_the_autoscaler_which_scales_nothing
         down >= CONTINUED + 18.0,
         "no step down on missing metrics, nor before a whole down window after them: {down} s"
     );
+    assert_exact(&s);
+}
+
+#[test]
+fn editing_the_file_while_it_runs_turns_the_autoscaler_to_recommend_and_nothing_is_removed() {
+    // Two processes under a calm load that one carries, as in the calm test, which
+    // removes one about 20 s after they serve; at the first phase's start the file
+    // says `mode: Recommend` instead.
+    let phases = demo::steady(Duration::from_secs(40), 2_000.0);
+    let file = work_dir("recommend").join("gameshard.yaml");
+    let mut edited = false;
+    let watch = |s: &Sample, _: &[Decided], _: &Status| {
+        if s.phase.is_some() && !edited {
+            let text = std::fs::read_to_string(&file).expect("the watched file");
+            assert!(text.contains("mode: Auto"), "{text}");
+            std::fs::write(&file, text.replace("mode: Auto", "mode: Recommend")).expect("edited");
+            edited = true;
+        }
+    };
+    let Some(s) = run_watching("recommend", shard(&[]), phases, Some(2), watch) else { return };
+    assert!(edited, "the file was edited");
+    assert_eq!(s.scale_downs, 0, "Recommend removes nothing: {s:?}");
+    assert_eq!(s.scale_ups, 0);
+    assert!(
+        s.decisions.iter().any(|d| d.1 == "RecommendScaleDown"),
+        "the step down is recommended instead: {:?}",
+        s.decisions
+    );
+    assert_eq!(s.final_replicas, 2);
     assert_exact(&s);
 }
