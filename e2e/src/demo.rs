@@ -44,10 +44,15 @@ pub const EXAMPLE: &str = include_str!("../../examples/demo.yaml");
 
 /// How long the pipeline may take to catch up after the warm-up or the load.
 const DRAIN: Duration = Duration::from_secs(90);
-/// The lead-in: load at the first phase's rate before it, not measured. A data plane
-/// that was idle takes a few seconds to reach its pace (its clients' batches grow
-/// again), and that belongs to no phase of the scenario.
-const LEAD_IN: Duration = Duration::from_secs(12);
+/// The lead-in: load at the first phase's rate before it, not measured, so that the
+/// autoscaler's samples that cover the warm-up (a spawn for every player, sent at
+/// once) end before the first phase begins.
+const LEAD_IN: Duration = Duration::from_secs(6);
+/// Seconds in a row under the target that count as the p99 back under it after the
+/// raid.
+const RECOVERED: usize = 5;
+/// The longest the broker is warmed before local mode starts ([`kafka::warm_up`]).
+const BROKER_WARM_UP: Duration = Duration::from_secs(30);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -126,9 +131,13 @@ pub struct Summary {
     /// From the start of the one-second p99's first breach of the target that lasted
     /// until a step up, to that step, in seconds.
     pub first_decision_after_breach_s: Option<f64>,
-    /// From the raid's end to the one-second p99 back under the target for good (the
-    /// rest of the run), in seconds; 0 when it was not above it at the raid's end.
+    /// From the raid's end to the one-second p99 back under the target for
+    /// [`RECOVERED`] seconds in a row (or the rest of the run), in seconds; 0 when it
+    /// was not above it at the raid's end.
     pub p99_recovery_s: Option<f64>,
+    /// The largest one-second p99 after that recovery, ms: a step down's handoffs
+    /// show here.
+    pub max_p99_ms_1s_after_recovery: Option<f64>,
     /// What `p99_recovery_s` is timed from.
     pub p99_recovery_from: &'static str,
     /// Each phase.
@@ -146,6 +155,11 @@ pub struct Summary {
     pub served_s: f64,
     /// The GameShard file that was watched.
     pub file: String,
+    /// Seconds the broker was warmed before local mode started, and whether its hop
+    /// was fast by then ([`kafka::warm_up`]).
+    pub broker_warm_up_s: f64,
+    /// See `broker_warm_up_s`.
+    pub broker_warm: bool,
     /// Seconds the run took, from the broker's start to the check's end.
     pub wall_s: f64,
 }
@@ -178,6 +192,7 @@ pub fn run(
     mut show: impl FnMut(&Sample, &[Decided], &Status),
 ) -> anyhow::Result<Summary> {
     let began = Instant::now();
+    let warm = kafka::warm_up(bootstrap, BROKER_WARM_UP)?;
     std::fs::create_dir_all(&options.work_dir)?;
     let file = options.work_dir.join("gameshard.yaml");
     let text = with_partitions(&options.shard, options.partitions);
@@ -223,13 +238,21 @@ pub fn run(
     }
     let mut summary = result?;
     summary.file = file.display().to_string();
+    summary.broker_warm_up_s = round1(warm.elapsed.as_secs_f64());
+    summary.broker_warm = warm.warm;
 
     let (handoffs, max_in_flight) = handoffs(bootstrap, &control, &shard.name_any())?;
     summary.handoffs = handoffs;
     summary.max_handoffs_in_flight = max_in_flight;
     if options.check {
-        let sent = kafka::read_all(bootstrap, &input, partitions)?;
-        let updates = kafka::read_all(bootstrap, &output, partitions)?;
+        // The two topics are read back at once, each by a consumer of its own.
+        let (sent, updates) = std::thread::scope(|s| {
+            let sent = s.spawn(|| kafka::read_all(bootstrap, &input, partitions));
+            let updates = kafka::read_all(bootstrap, &output, partitions);
+            (sent.join(), updates)
+        });
+        let sent = sent.map_err(|_| anyhow::anyhow!("reading the input back panicked"))??;
+        let updates = updates?;
         let checked = check::check(&sent, &updates)?;
         summary.updates = checked.updates;
         summary.wrong_updates = checked.wrong_updates;
@@ -462,19 +485,30 @@ fn summarize(
             .map(|s| s.t - 1.0);
         summary.first_decision_after_breach_s = breach_start.map(|b| round1(up.t - b));
     }
-    if let Some(raid) = options.phases.get(peak).filter(|_| options.phases.len() > 1) {
+    if options.phases.len() > 1 {
         let raid_end: f64 = options.phases[..=peak].iter().map(|p| p.duration.as_secs_f64()).sum();
-        let _ = raid;
-        let after: Vec<&Sample> = samples.iter().filter(|s| s.t > raid_end).collect();
-        let last_above = after.iter().rposition(|s| s.p99_ms.is_some_and(|p| p > target));
-        summary.p99_recovery_s = match last_above {
-            None if !after.is_empty() => Some(0.0),
-            Some(i) if i + 1 < after.len() => Some(round1(after[i].t - raid_end)),
-            // Above the target at its last second, or no second after the raid.
-            _ => None,
-        };
+        (summary.p99_recovery_s, summary.max_p99_ms_1s_after_recovery) =
+            recovery(samples, raid_end, target);
     }
     summary
+}
+
+/// From `raid_end` to the one-second p99 back under `target` for [`RECOVERED`]
+/// seconds in a row (or the rest of the run), and the largest one-second p99 after
+/// that.
+fn recovery(samples: &[Sample], raid_end: f64, target: f64) -> (Option<f64>, Option<f64>) {
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.t > raid_end).collect();
+    let under = |s: &&Sample| s.p99_ms.is_none_or(|p| p <= target);
+    let back = (0..after.len()).find(|&i| after[i..].iter().take(RECOVERED).all(under));
+    let recovered = match back {
+        Some(0) => Some(0.0),
+        // The end of the last second above it.
+        Some(i) => Some(round1((after[i - 1].t - raid_end).max(0.0))),
+        // No second after the raid, or above the target at the last one.
+        None => None,
+    };
+    let worst = back.and_then(|i| after[i..].iter().filter_map(|s| s.p99_ms).reduce(f64::max));
+    (recovered, worst)
 }
 
 fn round1(x: f64) -> f64 {
@@ -523,4 +557,45 @@ fn with_partitions(text: &str, partitions: u32) -> String {
     }
     debug_assert!(set, "a GameShard file has a spec");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seconds(p99s: &[(f64, f64)]) -> Vec<Sample> {
+        p99s.iter().map(|&(t, p99)| Sample { t, p99_ms: Some(p99), ..Sample::default() }).collect()
+    }
+
+    #[test]
+    fn the_p99_is_back_once_it_stays_under_the_target_for_five_seconds() {
+        // A blip under the target at 36.8 s, above again, then under from 38.8 s; a
+        // step down's handoff shows at 46.8 s.
+        let samples = seconds(&[
+            (34.8, 300.0),
+            (35.8, 150.0),
+            (36.8, 20.0),
+            (37.8, 90.0),
+            (38.8, 7.0),
+            (39.8, 6.0),
+            (40.8, 5.0),
+            (41.8, 8.0),
+            (42.8, 6.0),
+            (46.8, 79.0),
+            (47.8, 6.0),
+        ]);
+        let (back, worst) = recovery(&samples, 35.0, 50.0);
+        assert_eq!(back, Some(2.8), "the end of the last second above it, 37.8 s");
+        assert_eq!(worst, Some(79.0));
+    }
+
+    #[test]
+    fn a_p99_under_the_target_at_the_raids_end_is_back_at_once_and_one_above_at_the_end_never_is() {
+        assert_eq!(
+            recovery(&seconds(&[(35.8, 9.0), (36.8, 8.0)]), 35.0, 50.0),
+            (Some(0.0), Some(9.0))
+        );
+        assert_eq!(recovery(&seconds(&[(35.8, 9.0), (36.8, 80.0)]), 35.0, 50.0).0, None);
+        assert_eq!(recovery(&[], 35.0, 50.0), (None, None));
+    }
 }

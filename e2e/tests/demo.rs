@@ -1,16 +1,23 @@
 //! Local mode's autoscaler on a real Apache Kafka broker with real data-plane
 //! processes, through the demo's library: a spike of load scales the shard up, the
 //! partitions moving one at a time, and calm scales it back down after the down
-//! window; the final states equal the SPEC model, every update checked against it.
+//! window; a process that stops answering freezes the autoscaler, which scales nothing
+//! down until every process is read again; the final states equal the SPEC model,
+//! every update checked against it.
 //!
 //! The two tests take the machine in turn (a lock), since both load it to the full.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use gameshard_e2e::demo::monitor::{Decided, Sample};
 use gameshard_e2e::demo::{self, Options, Summary};
 use gameshard_e2e::harness::broker::Broker;
 use gameshard_e2e::harness::dataplane;
+use gameshard_e2e::procfs;
+use gameshard_operator::local::Status;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 static MACHINE: Mutex<()> = Mutex::new(());
 
@@ -30,6 +37,18 @@ fn run(
     phases: Vec<demo::scenario::Phase>,
     start: Option<i32>,
 ) -> Option<Summary> {
+    run_watching(name, shard, phases, start, |_, _, _| {})
+}
+
+/// [`run`], with `watch` given each second's sample, the latest notices and local
+/// mode's status as well.
+fn run_watching(
+    name: &str,
+    shard: String,
+    phases: Vec<demo::scenario::Phase>,
+    start: Option<i32>,
+    mut watch: impl FnMut(&Sample, &[Decided], &Status),
+) -> Option<Summary> {
     let _machine = MACHINE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let broker = Broker::start().expect("the broker starts")?;
     let work_dir =
@@ -47,7 +66,8 @@ fn run(
         check: true,
     };
     let mut seconds = Vec::new();
-    let summary = demo::run(&options, &broker.bootstrap(), |s, _, _| {
+    let summary = demo::run(&options, &broker.bootstrap(), |s, decided, status| {
+        watch(s, decided, status);
         seconds.push(format!(
             "t={:.0} {:?} offered {:.0} processed {:.0} p99 {:?} replicas {} pods {} in flight {}",
             s.t,
@@ -77,7 +97,7 @@ fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_tim
     // The example's 50 ms target, which the raid breaches for the test's own (debug)
     // build of the data plane and the calm load stays well under, with rates small
     // enough that the model check stays short.
-    let shard = shard(&[("p99TargetMs: 50", "p99TargetMs: 50")]);
+    let shard = shard(&[]);
     let phases = demo::spike(
         Duration::from_secs(10),
         Duration::from_secs(20),
@@ -118,5 +138,54 @@ fn calm_after_the_down_window_removes_a_pod_and_keeps_every_update_exact() {
     );
     assert!(s.handoffs >= 2, "partitions moved off the removed pod");
     assert!(s.max_handoffs_in_flight <= 1);
+    assert_exact(&s);
+}
+
+#[test]
+fn a_data_plane_that_stops_answering_freezes_the_autoscaler_which_scales_nothing_down() {
+    // Two processes under a calm load that one carries: the down window (20 s) would
+    // remove one about 20 s after they serve. One of them is stopped (SIGSTOP: its
+    // process runs, its admin port answers nothing) from the first phase's start for
+    // longer than the down window, then continued.
+    const STOPPED: f64 = 0.0;
+    const CONTINUED: f64 = 25.0;
+    let phases = demo::steady(Duration::from_secs(75), 2_000.0);
+    let mut pid = None;
+    let mut resumed = false;
+    let mut freezes: Vec<(f64, String)> = Vec::new();
+    let watch = |s: &Sample, decided: &[Decided], _: &Status| {
+        if s.t >= STOPPED && s.phase.is_some() && pid.is_none() {
+            let child = procfs::child_named("--pod-id demo-1 ").expect("pod demo-1 runs");
+            kill(Pid::from_raw(child as i32), Signal::SIGSTOP).expect("SIGSTOP");
+            pid = Some(child);
+        }
+        if s.t >= CONTINUED
+            && !resumed
+            && let Some(child) = pid
+        {
+            kill(Pid::from_raw(child as i32), Signal::SIGCONT).expect("SIGCONT");
+            resumed = true;
+        }
+        for d in decided {
+            if d.reason.starts_with("Metrics") && !freezes.iter().any(|f| f.0 == d.t) {
+                freezes.push((d.t, d.reason.clone()));
+            }
+        }
+    };
+    let Some(s) = run_watching("frozen", shard(&[]), phases, Some(2), watch) else { return };
+    assert!(resumed, "the process was stopped and continued");
+    let during: Vec<_> = freezes.iter().filter(|f| f.0 >= STOPPED && f.0 <= CONTINUED).collect();
+    assert!(
+        during.iter().any(|f| f.1 == "MetricsPartial"),
+        "the autoscaler said it could not read every process: {freezes:?}"
+    );
+    assert_eq!(s.scale_ups, 0, "calm never scales up: {s:?}");
+    let down = s.decisions.iter().find(|d| d.1 == "ScaledDown").map(|d| d.0);
+    // Read whole again from its continuation on, the shard needs a full down window.
+    let down = down.expect("the shard scaled down once every process was read again");
+    assert!(
+        down >= CONTINUED + 18.0,
+        "no step down on missing metrics, nor before a whole down window after them: {down} s"
+    );
     assert_exact(&s);
 }

@@ -291,6 +291,36 @@ struct PendingRelease {
     sent: bool,
     /// Whether nothing is left to do (fenced, or no control topic to announce it on).
     done: bool,
+    /// When the publisher took it over from the state machine.
+    begun: Instant,
+    /// From `begun` until its updates and snapshot were on the brokers.
+    flushed: Duration,
+    /// How long committing its offset took.
+    committed: Duration,
+}
+
+impl PendingRelease {
+    /// Marks it done and the partition unowned, unless it was taken back meanwhile,
+    /// and logs how long each step took.
+    fn finish(&mut self, metrics: &Metrics) {
+        self.done = true;
+        let r = &self.released;
+        if let Some(stats) = metrics.partition(r.partition)
+            && stats.state().0 == PartitionState::Releasing
+        {
+            stats.set_state(PartitionState::Unowned, r.epoch);
+        }
+        tracing::info!(
+            partition = r.partition,
+            epoch = r.epoch,
+            next_offset = r.next_offset,
+            fenced = r.fenced,
+            flushed_ms = self.flushed.as_millis() as u64,
+            commit_ms = self.committed.as_millis() as u64,
+            total_ms = self.begun.elapsed().as_millis() as u64,
+            "partition released"
+        );
+    }
 }
 
 /// The Kafka sink of the publisher thread.
@@ -515,8 +545,7 @@ impl KafkaSink {
         self.release_ready();
         for &partition in &released {
             if let Some(r) = self.releases.iter_mut().find(|r| r.released.partition == partition) {
-                r.done = true;
-                finish_release(&self.out.metrics, &r.released);
+                r.finish(&self.out.metrics);
             }
         }
         self.releases.retain(|r| !r.done);
@@ -549,15 +578,16 @@ impl KafkaSink {
             }
             declared.retain(|&id| Some(id) != snapshot);
             r.sent = true;
+            r.flushed = r.begun.elapsed();
             if released.fenced {
-                r.done = true;
-                finish_release(&out.metrics, &released);
+                r.finish(&out.metrics);
                 continue;
             }
+            let commit = Instant::now();
             out.commit_release(released.partition, released.next_offset);
+            r.committed = commit.elapsed();
             let Some((topic, pod)) = &topics.control else {
-                r.done = true;
-                finish_release(&out.metrics, &released);
+                r.finish(&out.metrics);
                 continue;
             };
             let message = gameshard_control::Release {
@@ -586,22 +616,6 @@ impl KafkaSink {
         serve(&self.snapshots);
         self.advance();
     }
-}
-
-/// Marks a released partition unowned, unless it was taken back meanwhile.
-fn finish_release(metrics: &Metrics, r: &Released) {
-    if let Some(stats) = metrics.partition(r.partition)
-        && stats.state().0 == PartitionState::Releasing
-    {
-        stats.set_state(PartitionState::Unowned, r.epoch);
-    }
-    tracing::info!(
-        partition = r.partition,
-        epoch = r.epoch,
-        next_offset = r.next_offset,
-        fenced = r.fenced,
-        "partition released"
-    );
 }
 
 /// Sends one record through `producer`, waiting while its local queue is full: a full
@@ -869,6 +883,9 @@ impl Sink for KafkaSink {
             ticket: self.out.ticket,
             sent: false,
             done: false,
+            begun: Instant::now(),
+            flushed: Duration::ZERO,
+            committed: Duration::ZERO,
         });
     }
 

@@ -19,13 +19,13 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Scenario::Spike)]
     scenario: Scenario,
     /// Seconds of calm before the raid.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 15)]
     calm_secs: u64,
     /// Seconds of raid.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     raid_secs: u64,
     /// Seconds of calm after the raid.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 30)]
     after_secs: u64,
     /// Events per second while calm.
     #[arg(long, default_value_t = 4_000.0)]
@@ -116,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     let Some(broker) = Broker::start()? else {
         bail!("Apache Kafka is not installed: run scripts/setup first");
     };
+    eprintln!("warming up the broker: a JVM that just started answers slowly for seconds...");
     let file = work_dir.join("gameshard.yaml");
     println!(
         "GameShard file: {} (edit it while the demo runs: target, bounds, mode)",

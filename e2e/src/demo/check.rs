@@ -8,7 +8,7 @@
 //! updates are indexed by source offset and parsed one at a time as the model reaches
 //! them, so that a long run's updates are never all held as JSON trees at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -33,77 +33,33 @@ pub struct Checked {
     pub first_problem: Option<String>,
 }
 
-/// Checks `output` (either framing) against the model applied to `input`.
+/// Checks `output` (either framing) against the model applied to `input`: each input
+/// partition on a thread of its own, and the final state on another.
 pub fn check(input: &[Incoming], output: &[Incoming]) -> anyhow::Result<Checked> {
+    let partitions: BTreeSet<i32> = input.iter().chain(output).map(|r| r.partition).collect();
+    let (parts, final_state) = std::thread::scope(|s| {
+        let final_state = s.spawn(|| -> anyhow::Result<_> {
+            Ok((verify::expected(input), verify::fold(output)?))
+        });
+        let parts: Vec<_> = partitions
+            .iter()
+            .map(|&p| s.spawn(move || check_partition(p, input, output)))
+            .collect();
+        let parts: Vec<_> = parts.into_iter().map(std::thread::ScopedJoinHandle::join).collect();
+        (parts, final_state.join())
+    });
     let mut checked = Checked::default();
-    // (partition, src_offset) -> (output record, line) of each update.
-    let mut index: BTreeMap<(i32, i64), Vec<(usize, usize)>> = BTreeMap::new();
-    for (r, record) in output.iter().enumerate() {
-        for (l, line) in lines(record).enumerate() {
-            let offset = src_offset(line).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "update {}/{} line {l} has no src_offset",
-                    record.partition,
-                    record.offset
-                )
-            })?;
-            index.entry((record.partition, offset)).or_default().push((r, l));
-            checked.updates += 1;
+    for part in parts {
+        let part = part.map_err(|_| anyhow::anyhow!("a partition's check panicked"))??;
+        checked.events += part.events;
+        checked.updates += part.updates;
+        checked.wrong_updates += part.wrong_updates;
+        if checked.first_problem.is_none() {
+            checked.first_problem = part.first_problem;
         }
     }
-    let mut by_partition: BTreeMap<i32, Vec<&Incoming>> = BTreeMap::new();
-    for r in input {
-        by_partition.entry(r.partition).or_default().push(r);
-    }
-    let problem = |checked: &mut Checked, what: String| {
-        checked.wrong_updates += 1;
-        checked.first_problem.get_or_insert(what);
-    };
-    for (partition, mut records) in by_partition {
-        records.sort_by_key(|r| r.offset);
-        let mut world = ModelWorld::default();
-        for r in records {
-            for event in split_record(&r.value).unwrap_or_default() {
-                checked.events += 1;
-                world.apply(&event);
-            }
-            let Some(updates) = index.remove(&(partition, r.offset)) else { continue };
-            for (o, l) in updates {
-                let line = lines(&output[o]).nth(l).expect("indexed above");
-                let mut state: Value = serde_json::from_slice(line)?;
-                let key = match (state["kind"].as_str(), state["id"].as_str()) {
-                    (Some(kind), Some(id)) => format!("{kind}:{id}"),
-                    _ => anyhow::bail!("update without a kind and an id: {state}"),
-                };
-                if let Some(object) = state.as_object_mut() {
-                    for field in ["src_partition", "src_offset", "src_ts"] {
-                        object.remove(field);
-                    }
-                }
-                let model = world.state(&key);
-                if model.as_ref() != Some(&state) {
-                    problem(
-                        &mut checked,
-                        format!(
-                            "partition {partition} offset {}: {key} is {state}, the model says {model:?}",
-                            r.offset
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    for ((partition, offset), updates) in index {
-        problem(
-            &mut checked,
-            format!(
-                "{} updates name partition {partition} offset {offset}, which was never sent",
-                updates.len()
-            ),
-        );
-    }
-    let expected = verify::expected(input);
-    let view = verify::fold(output)?;
+    let (expected, view) =
+        final_state.map_err(|_| anyhow::anyhow!("the final state's check panicked"))??;
     checked.entities = expected.len();
     checked.final_state_exact = view == expected;
     if !checked.final_state_exact {
@@ -117,7 +73,78 @@ pub fn check(input: &[Incoming], output: &[Incoming]) -> anyhow::Result<Checked>
     Ok(checked)
 }
 
-/// The update lines of an output record, in either framing.
+/// Every update of `partition` in `output` against the model applied to that
+/// partition's records of `input`; leaves the final state alone.
+fn check_partition(
+    partition: i32,
+    input: &[Incoming],
+    output: &[Incoming],
+) -> anyhow::Result<Checked> {
+    let mut checked = Checked::default();
+    // src_offset -> (output record, line) of each update.
+    let mut index: BTreeMap<i64, Vec<(usize, usize)>> = BTreeMap::new();
+    for (r, record) in output.iter().enumerate().filter(|(_, r)| r.partition == partition) {
+        for (l, line) in lines(record).enumerate() {
+            let offset = src_offset(line).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "update {}/{} line {l} has no src_offset",
+                    record.partition,
+                    record.offset
+                )
+            })?;
+            index.entry(offset).or_default().push((r, l));
+            checked.updates += 1;
+        }
+    }
+    let mut records: Vec<&Incoming> = input.iter().filter(|r| r.partition == partition).collect();
+    records.sort_by_key(|r| r.offset);
+    let problem = |checked: &mut Checked, what: String| {
+        checked.wrong_updates += 1;
+        checked.first_problem.get_or_insert(what);
+    };
+    let mut world = ModelWorld::default();
+    for r in records {
+        for event in split_record(&r.value).unwrap_or_default() {
+            checked.events += 1;
+            world.apply(&event);
+        }
+        let Some(updates) = index.remove(&r.offset) else { continue };
+        for (o, l) in updates {
+            let line = lines(&output[o]).nth(l).expect("indexed above");
+            let mut state: Value = serde_json::from_slice(line)?;
+            let key = match (state["kind"].as_str(), state["id"].as_str()) {
+                (Some(kind), Some(id)) => format!("{kind}:{id}"),
+                _ => anyhow::bail!("update without a kind and an id: {state}"),
+            };
+            if let Some(object) = state.as_object_mut() {
+                for field in ["src_partition", "src_offset", "src_ts"] {
+                    object.remove(field);
+                }
+            }
+            let model = world.state(&key);
+            if model.as_ref() != Some(&state) {
+                problem(
+                    &mut checked,
+                    format!(
+                        "partition {partition} offset {}: {key} is {state}, the model says {model:?}",
+                        r.offset
+                    ),
+                );
+            }
+        }
+    }
+    for (offset, updates) in index {
+        problem(
+            &mut checked,
+            format!(
+                "{} updates name partition {partition} offset {offset}, which was never sent",
+                updates.len()
+            ),
+        );
+    }
+    Ok(checked)
+}
+
 fn lines(record: &Incoming) -> impl Iterator<Item = &[u8]> {
     let batch = record.headers.get(FRAMING_HEADER).is_some_and(|v| v == b"batch");
     let mut whole = Some(record.value.as_slice());

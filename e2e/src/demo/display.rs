@@ -142,12 +142,19 @@ pub fn summary(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "  first decision after the breach began: {}; p99 back under the target {} after {}",
+        "  first decision after the breach began: {}; p99 back under the target {} after {} (worst second after that {})",
         opt(s.first_decision_after_breach_s),
         opt(s.p99_recovery_s),
-        s.p99_recovery_from
+        s.p99_recovery_from,
+        ms(s.max_p99_ms_1s_after_recovery)
     );
     let _ = writeln!(out, "  p99 measured from: {}", s.p99_source);
+    let _ = writeln!(
+        out,
+        "  broker warmed for {:.1} s before the shard started{}",
+        s.broker_warm_up_s,
+        if s.broker_warm { "" } else { " (still slow at the limit)" }
+    );
     match s.final_state_exact {
         Some(exact) => {
             let _ = writeln!(
