@@ -48,9 +48,9 @@ pub trait Sink: Send + 'static {
     /// `now_ns` is the publisher's monotonic clock (same epoch as arrival times).
     fn end_batch(&mut self, progress: &[Progress], now_ns: u64);
 
-    /// Whether the sink waits for acknowledgements it must act on soon (snapshot
-    /// manifests, releases): the publisher then calls [`Sink::idle`] every few
-    /// milliseconds while nothing else comes.
+    /// Whether the sink waits for acknowledgements it must act on soon (input offsets
+    /// to commit, snapshot manifests, releases): the publisher then calls
+    /// [`Sink::idle`] every few milliseconds while nothing else comes.
     fn busy(&self) -> bool {
         false
     }

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,7 @@ impl Acks {
 pub struct SinkContext {
     health: ClientHealth,
     acks: Mutex<Acks>,
+    reports: AtomicU64,
 }
 
 impl ClientContext for SinkContext {
@@ -145,6 +146,7 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        self.reports.fetch_add(1, Relaxed);
         let mut acks = lock(&self.acks);
         if let Err((e, m)) = result
             && acks.failed.is_none()
@@ -183,6 +185,7 @@ struct SnapshotAcks {
 pub struct SnapshotContext {
     health: ClientHealth,
     acks: Mutex<SnapshotAcks>,
+    reports: AtomicU64,
 }
 
 impl ClientContext for SnapshotContext {
@@ -195,6 +198,7 @@ impl ProducerContext for SnapshotContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        self.reports.fetch_add(1, Relaxed);
         let mut acks = lock(&self.acks);
         let (kind, id) = (opaque & 3, (opaque >> 2) as u64);
         let offset = match result {
@@ -227,6 +231,42 @@ impl ProducerContext for SnapshotContext {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A producer context that counts the delivery reports it is given.
+trait Reports: ProducerContext<DeliveryOpaque = usize> {
+    fn reports(&self) -> u64;
+}
+
+impl Reports for SinkContext {
+    fn reports(&self) -> u64 {
+        self.reports.load(Relaxed)
+    }
+}
+
+impl Reports for SnapshotContext {
+    fn reports(&self) -> u64 {
+        self.reports.load(Relaxed)
+    }
+}
+
+/// Serves every delivery report queued for `producer`, without waiting.
+///
+/// rdkafka's `poll` with no timeout serves one event, and one event holds the reports of
+/// one partition's batch of one produce request. Polled once per batch handed over (and
+/// once per 250 ms tick while the input is idle), reports queued up faster than they
+/// were served: after a burst the last acknowledgements reached the sink, and the
+/// offsets their tickets hold were committed, seconds after the broker sent them.
+/// Polling again while a poll serves a report empties the queue; a poll that serves
+/// another event (statistics, an error) ends the loop early, and the next call goes on.
+fn serve<C: Reports>(producer: &BaseProducer<C>) {
+    loop {
+        let before = producer.context().reports();
+        producer.poll(Duration::ZERO);
+        if producer.context().reports() == before {
+            return;
+        }
+    }
 }
 
 /// A snapshot whose chunks are being written.
@@ -317,6 +357,8 @@ struct Output {
     /// Id of the ticket being filled, and the records sent for it so far.
     ticket: u64,
     sent: i64,
+    /// The first ticket not retired when [`Output::advance`] last ran.
+    retired: u64,
     /// Next offset acknowledged and committed, per partition.
     acked: Vec<i64>,
     committed: Vec<i64>,
@@ -354,7 +396,11 @@ impl KafkaSink {
             partitions,
             ..Acks::default()
         };
-        let context = SinkContext { health: client_health.clone(), acks: Mutex::new(acks) };
+        let context = SinkContext {
+            health: client_health.clone(),
+            acks: Mutex::new(acks),
+            reports: AtomicU64::new(0),
+        };
         let in_flight = SNAPSHOTS_RESERVED * partitions;
         let snapshot_acks = SnapshotAcks {
             chunks: Vec::with_capacity(in_flight),
@@ -362,8 +408,11 @@ impl KafkaSink {
             releases: Vec::with_capacity(partitions),
             failed: None,
         };
-        let snapshot_context =
-            SnapshotContext { health: client_health.clone(), acks: Mutex::new(snapshot_acks) };
+        let snapshot_context = SnapshotContext {
+            health: client_health.clone(),
+            acks: Mutex::new(snapshot_acks),
+            reports: AtomicU64::new(0),
+        };
         let out = Output {
             producer: clients.producer.create_with_context(context)?,
             committer: clients.committer.create()?,
@@ -373,6 +422,7 @@ impl KafkaSink {
             stop,
             ticket: 0,
             sent: 0,
+            retired: 0,
             acked: vec![-1; partitions],
             committed: vec![-1; partitions],
             last_commit: Instant::now(),
@@ -562,8 +612,8 @@ impl KafkaSink {
     }
 
     fn poll(&mut self) {
-        self.out.producer.poll(Duration::ZERO);
-        self.snapshots.poll(Duration::ZERO);
+        serve(&self.out.producer);
+        serve(&self.snapshots);
         self.advance();
     }
 }
@@ -572,7 +622,7 @@ impl KafkaSink {
 /// queue is the back-pressure that slows the whole pipeline down to what the brokers
 /// take. Serves the update producer's reports meanwhile too, so that neither waits on
 /// the other.
-fn send<C: ProducerContext<DeliveryOpaque = usize>>(
+fn send<C: Reports>(
     producer: &BaseProducer<C>,
     mut record: BaseRecord<'_, [u8], [u8], usize>,
     out: &mut Output,
@@ -583,7 +633,7 @@ fn send<C: ProducerContext<DeliveryOpaque = usize>>(
             Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 record = r;
                 producer.poll(Duration::from_millis(1));
-                out.producer.poll(Duration::ZERO);
+                serve(&out.producer);
                 out.advance();
             }
             Err((e, r)) => {
@@ -624,6 +674,16 @@ impl Output {
         lock(&self.producer.context().acks).first
     }
 
+    /// Whether closed tickets wait for acknowledgements, or acknowledged offsets for
+    /// their commit: the publisher should then give the sink a chance to act soon, so
+    /// that the last records of a burst are committed within milliseconds of their
+    /// acknowledgement instead of at the next tick.
+    fn waiting(&self) -> bool {
+        !self.failed
+            && (self.retired < self.ticket
+                || self.acked.iter().zip(&self.committed).any(|(a, c)| a > c))
+    }
+
     /// Closes the current ticket with `progress`.
     fn close(&mut self, progress: &[Progress]) {
         let (id, sent) = (self.ticket, self.sent);
@@ -654,6 +714,7 @@ impl Output {
                 }
                 acks.free.push(ticket.progress);
             }
+            self.retired = acks.first;
             acks.failed.take()
         };
         if let Some(failure) = failure {
@@ -841,7 +902,7 @@ impl Sink for KafkaSink {
     }
 
     fn busy(&self) -> bool {
-        !self.pending.is_empty() || !self.releases.is_empty()
+        !self.pending.is_empty() || !self.releases.is_empty() || self.out.waiting()
     }
 
     fn idle(&mut self) {

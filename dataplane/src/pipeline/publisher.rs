@@ -13,7 +13,8 @@ use crate::metrics::{LocalHistogram, Metrics};
 use crate::sink::Sink;
 
 /// How often a sink waiting for acknowledgements is given the chance to act on them
-/// while nothing else comes: a handoff waits for its snapshot's acknowledgements.
+/// while nothing else comes: a commit waits for its batches' acknowledgements, a
+/// handoff for its snapshot's.
 const IDLE_POLL: Duration = Duration::from_millis(2);
 
 pub(super) fn publish<E: Encoder, K: Sink, Ev, W>(
