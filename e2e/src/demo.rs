@@ -44,9 +44,10 @@ pub const EXAMPLE: &str = include_str!("../../examples/demo.yaml");
 
 /// How long the pipeline may take to catch up after the warm-up or the load.
 const DRAIN: Duration = Duration::from_secs(90);
-/// The lead-in: load at the first phase's rate before it, not measured, so that the
-/// autoscaler's samples that cover the warm-up (a spawn for every player, sent at
-/// once) end before the first phase begins.
+/// The lead-in: load rising to the first phase's rate before it, not measured, so
+/// that the autoscaler's samples that cover the warm-up (a spawn for every player,
+/// sent at once) end before the first phase begins, and the first phase starts at its
+/// rate on a pipeline already carrying it rather than on an idle one.
 const LEAD_IN: Duration = Duration::from_secs(6);
 /// Seconds in a row under the target that count as the p99 back under it after the
 /// raid.
@@ -173,15 +174,15 @@ pub fn spike(
     raid_rate: f64,
 ) -> Vec<Phase> {
     vec![
-        Phase { name: "calm", rate: calm_rate, duration: calm },
-        Phase { name: "raid", rate: raid_rate, duration: raid },
-        Phase { name: "after", rate: calm_rate, duration: after },
+        Phase { name: "calm", rate: calm_rate, duration: calm, ramp: false },
+        Phase { name: "raid", rate: raid_rate, duration: raid, ramp: false },
+        Phase { name: "after", rate: calm_rate, duration: after, ramp: false },
     ]
 }
 
 /// A constant load.
 pub fn steady(duration: Duration, rate: f64) -> Vec<Phase> {
-    vec![Phase { name: "steady", rate, duration }]
+    vec![Phase { name: "steady", rate, duration, ramp: false }]
 }
 
 /// Runs the demo on the broker at `bootstrap`; `show` gets each second's sample and
@@ -291,7 +292,8 @@ fn drive(
     let producer = {
         let (progress, stop) = (Arc::clone(&progress), Arc::clone(&stop));
         let status = Arc::clone(status);
-        let lead_in = Phase { name: "lead-in", rate: options.phases[0].rate, duration: LEAD_IN };
+        let lead_in =
+            Phase { name: "lead-in", rate: options.phases[0].rate, duration: LEAD_IN, ramp: true };
         let phases: Vec<Phase> =
             std::iter::once(lead_in).chain(options.phases.iter().cloned()).collect();
         let (brokers, topic) = (bootstrap.to_owned(), shard.spec.kafka.input_topic.clone());

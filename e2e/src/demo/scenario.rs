@@ -26,6 +26,9 @@ pub struct Phase {
     pub rate: f64,
     /// How long it lasts.
     pub duration: Duration,
+    /// Whether the rate rises linearly from zero to `rate` over the phase, instead of
+    /// holding `rate` from its start.
+    pub ramp: bool,
 }
 
 /// What the producer thread shows while it runs.
@@ -90,7 +93,14 @@ pub fn produce(
         let start_ms = now_ms();
         let mut released = 0u64;
         while !stop.load(Relaxed) {
-            let due = Duration::from_secs_f64(released as f64 / phase.rate.max(1e-3));
+            let rate = phase.rate.max(1e-3);
+            let due = if phase.ramp {
+                // By time t into the ramp, rate·t²/(2·duration) events are due.
+                let d = phase.duration.as_secs_f64();
+                Duration::from_secs_f64((2.0 * d * released as f64 / rate).sqrt())
+            } else {
+                Duration::from_secs_f64(released as f64 / rate)
+            };
             if due >= phase.duration {
                 break;
             }
