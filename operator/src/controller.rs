@@ -313,15 +313,7 @@ async fn serve<K: Kafka, S: Fetch>(shard: &GameShard, ctx: &Context<K, S>) -> Re
 fn autoscale<K, S: Fetch>(shard: &GameShard, ctx: &Context<K, S>, partitions: i32) -> Result<()> {
     let ns = shard.namespace().ok_or(Error::NotNamespaced)?;
     let name = shard.name_any();
-    let spec = &shard.spec;
-    let config = scaler::Config::new(
-        &name,
-        &spec.latency,
-        &spec.autoscaling,
-        spec.paused,
-        desired::replicas_for(shard, partitions),
-        partitions,
-    );
+    let config = scaler::Config::of(shard, desired::replicas_for(shard, partitions), partitions);
     ctx.scalers.ensure(&ns, &name, config, || scaler::Shard {
         namespace: ns.clone(),
         name: name.clone(),

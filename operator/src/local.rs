@@ -272,15 +272,7 @@ impl<K: Kafka> Local<K> {
     /// copies its latest report into the status.
     fn autoscale(&mut self, shard: &GameShard, replicas: i32, partitions: i32) {
         let name = shard.name_any();
-        let spec = &shard.spec;
-        let config = scaler::Config::new(
-            &name,
-            &spec.latency,
-            &spec.autoscaling,
-            spec.paused,
-            replicas,
-            partitions,
-        );
+        let config = scaler::Config::of(shard, replicas, partitions);
         match &self.scaler {
             Some((running, handle)) if *running == name => handle.update(config),
             _ => {

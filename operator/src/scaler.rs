@@ -15,7 +15,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use gameshard_crds::{AutoscalingMode, AutoscalingSpec, LatencySpec};
+use gameshard_crds::{AutoscalingMode, AutoscalingSpec, GameShard, LatencySpec};
+use kube::ResourceExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::autoscaler::{
@@ -55,6 +56,14 @@ impl Config {
         let policy = Policy::new(latency, autoscaling, partitions);
         let source = SourceSpec::new(shard, autoscaling.prometheus.as_ref(), policy.interval);
         Self { mode: autoscaling.mode, paused, policy, replicas, source }
+    }
+
+    /// The configuration of `shard` from its spec, set to `replicas` pods over
+    /// `partitions` partitions.
+    pub fn of(shard: &GameShard, replicas: i32, partitions: i32) -> Self {
+        let spec = &shard.spec;
+        let name = shard.name_any();
+        Self::new(&name, &spec.latency, &spec.autoscaling, spec.paused, replicas, partitions)
     }
 }
 
