@@ -357,7 +357,8 @@ struct Output {
     /// Id of the ticket being filled, and the records sent for it so far.
     ticket: u64,
     sent: i64,
-    /// The first ticket not retired when [`Output::advance`] last ran.
+    /// The first ticket not retired: every ticket before it is acknowledged. A copy of
+    /// the reports' `Acks::first`, which only [`Output::advance`] moves.
     retired: u64,
     /// Next offset acknowledged and committed, per partition.
     acked: Vec<i64>,
@@ -477,7 +478,7 @@ impl KafkaSink {
     /// declares snapshots, and moves releases on.
     fn advance(&mut self) {
         self.out.advance();
-        let retired = self.out.retired();
+        let retired = self.out.retired;
         let mut manifests = std::mem::take(&mut self.acked_manifests);
         let mut released = std::mem::take(&mut self.acked_releases);
         manifests.clear();
@@ -565,7 +566,7 @@ impl KafkaSink {
 
     /// Commits and announces every release whose batch and snapshot are on the brokers.
     fn release_ready(&mut self) {
-        let retired = self.out.retired();
+        let retired = self.out.retired;
         let Self { topics, out, snapshots, releases, declared, json, .. } = self;
         for r in releases.iter_mut() {
             if r.sent || r.ticket >= retired {
@@ -667,11 +668,6 @@ impl Output {
                 }
             }
         }
-    }
-
-    /// The first ticket not retired yet: every ticket before it is acknowledged.
-    fn retired(&self) -> u64 {
-        lock(&self.producer.context().acks).first
     }
 
     /// Whether closed tickets wait for acknowledgements, or acknowledged offsets for
