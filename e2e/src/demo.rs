@@ -53,7 +53,7 @@ const LEAD_IN: Duration = Duration::from_secs(6);
 /// raid.
 const RECOVERED: usize = 5;
 /// The longest the broker is warmed before local mode starts ([`kafka::warm_up`]).
-const BROKER_WARM_UP: Duration = Duration::from_secs(30);
+const BROKER_WARM_UP: Duration = Duration::from_secs(45);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -193,7 +193,7 @@ pub fn run(
     mut show: impl FnMut(&Sample, &[Decided], &Status),
 ) -> anyhow::Result<Summary> {
     let began = Instant::now();
-    let warm = kafka::warm_up(bootstrap, BROKER_WARM_UP)?;
+    let warm = kafka::warm_up(bootstrap, options.partitions as i32, BROKER_WARM_UP)?;
     std::fs::create_dir_all(&options.work_dir)?;
     let file = options.work_dir.join("gameshard.yaml");
     let text = with_partitions(&options.shard, options.partitions);
