@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser as _;
+use gameshard_operator::signals;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -134,7 +135,7 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         warmup: false,
         ..load
     };
-    let (offered, histogram) = bench.latency(&mut workload, &load, passes)?;
+    let Latency { offered, histogram, in_process } = bench.latency(&mut workload, &load, passes)?;
     let hop = broker_hop(&bench.brokers)?;
 
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -162,6 +163,10 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         "p50_ms": ms(&histogram, 0.5),
         "p99_ms": ms(&histogram, 0.99),
         "p999_ms": ms(&histogram, 0.999),
+        "dataplane_event_p50_ms": InProcess::ms(in_process.event.as_ref(), 0.5),
+        "dataplane_event_p99_ms": InProcess::ms(in_process.event.as_ref(), 0.99),
+        "dataplane_pipeline_p50_ms": InProcess::ms(in_process.pipeline.as_ref(), 0.5),
+        "dataplane_pipeline_p99_ms": InProcess::ms(in_process.pipeline.as_ref(), 0.99),
         "broker_hop_p50_ms": ms(&hop, 0.5),
         "broker_hop_p99_ms": ms(&hop, 0.99),
         "max_rss_mb": round(bench.max_rss_mb, 1),
@@ -262,15 +267,66 @@ impl Bench {
         workload: &mut Workload,
         load: &Load,
         first_pass: u64,
-    ) -> anyhow::Result<(loadgen::Produced, Histogram<u64>)> {
+    ) -> anyhow::Result<Latency> {
         let mut dp = Dataplane::start(&dataplane_args(&self.brokers, &BATCH, self.partitions))?;
         dp.wait_ready(Duration::from_secs(60))?;
         self.cpu.start(procfs::child_named("gameshard-dataplane"));
-        let measured = latency_run(&mut dp, workload, load, first_pass, self.partitions)?;
+        let (offered, histogram) =
+            latency_run(&mut dp, workload, load, first_pass, self.partitions)?;
         self.phase("latency");
+        let (_, page) = dp.get("/metrics")?;
         self.keep_rss(&dp)?;
         stop(&mut dp)?;
-        Ok(measured)
+        Ok(Latency { offered, histogram, in_process: InProcess::read(&page) })
+    }
+}
+
+/// What the latency run measured.
+struct Latency {
+    offered: loadgen::Produced,
+    /// Each update's latency at a consumer of the output topic, in microseconds.
+    histogram: Histogram<u64>,
+    /// The data plane's own latency histograms over the run.
+    in_process: InProcess,
+}
+
+/// The data plane's own view of the latency run, from its `/metrics`: where an update's
+/// time goes before it reaches the broker.
+struct InProcess {
+    /// `gameshard_event_latency_seconds`: from the input record's timestamp to the
+    /// update handed to the producer (the load generator's produce, the input hop and
+    /// the data plane).
+    event: Option<signals::Histogram>,
+    /// `gameshard_pipeline_latency_seconds`: from the record's arrival at the data
+    /// plane's consumer to the update handed to the producer.
+    pipeline: Option<signals::Histogram>,
+}
+
+impl InProcess {
+    /// Both histograms from a data plane's metrics page, each summed over its series.
+    fn read(page: &str) -> Self {
+        let histogram = |name: &str| {
+            let lines = page.lines().map(|l| Ok(l.to_owned()));
+            let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
+            let mut total: Option<signals::Histogram> = None;
+            for sample in scrape.samples.iter().filter(|s| s.metric == name) {
+                if let prometheus_parse::Value::Histogram(buckets) = &sample.value {
+                    total
+                        .get_or_insert_with(Default::default)
+                        .add(&signals::Histogram::from_buckets(buckets));
+                }
+            }
+            total
+        };
+        Self {
+            event: histogram("gameshard_event_latency_seconds"),
+            pipeline: histogram("gameshard_pipeline_latency_seconds"),
+        }
+    }
+
+    /// The `q` quantile of `h` in milliseconds, to the microsecond.
+    fn ms(h: Option<&signals::Histogram>, q: f64) -> Option<f64> {
+        h?.quantile(q).map(|s| (s * 1e6).round() / 1e3)
     }
 }
 

@@ -83,6 +83,11 @@ fn the_broker_benchmarks_run_on_apache_kafka_and_report_their_figures() {
     for field in ["events_per_sec", "passthrough_events_per_sec", "p99_ms", "broker_hop_p50_ms"] {
         assert!(e2e[field].as_f64().is_some_and(|v| v > 0.0), "{field} in {e2e}");
     }
+    // The data plane's own share of the latency run, from its metrics, is part of it.
+    let part = |field: &str| e2e[field].as_f64().unwrap_or_else(|| panic!("{field} in {e2e}"));
+    assert!(part("dataplane_pipeline_p50_ms") > 0.0, "{e2e}");
+    assert!(part("dataplane_pipeline_p99_ms") >= part("dataplane_pipeline_p50_ms"), "{e2e}");
+    assert!(part("dataplane_event_p99_ms") >= part("dataplane_pipeline_p50_ms"), "{e2e}");
     assert!(e2e["latency_updates"].as_u64().is_some_and(|u| u > 0), "latencies were recorded");
 
     let restore = report(&["restore", "--json", "--players", "2000"]);

@@ -220,6 +220,14 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// One series' buckets as `prometheus-parse` reads them, in ascending order.
+    pub fn from_buckets(buckets: &[prometheus_parse::HistogramCount]) -> Self {
+        let mut pairs: Vec<(f64, f64)> = buckets.iter().map(|b| (b.less_than, b.count)).collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (bounds, counts) = pairs.into_iter().unzip();
+        Self { bounds, counts }
+    }
+
     /// Observations in the histogram.
     pub fn count(&self) -> f64 {
         self.counts.last().copied().unwrap_or(0.0)
@@ -294,13 +302,9 @@ impl Page {
         for sample in &scrape.samples {
             match (sample.metric.as_str(), &sample.value) {
                 (HISTOGRAM, prometheus_parse::Value::Histogram(buckets)) => {
-                    let mut pairs: Vec<(f64, f64)> =
-                        buckets.iter().map(|b| (b.less_than, b.count)).collect();
-                    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    let (bounds, counts) = pairs.into_iter().unzip();
                     page.latency
                         .get_or_insert_with(Histogram::default)
-                        .add(&Histogram { bounds, counts });
+                        .add(&Histogram::from_buckets(buckets));
                 }
                 (
                     UPDATES,
