@@ -40,43 +40,51 @@ pub struct Update {
 pub fn updates(records: &[Incoming]) -> anyhow::Result<Vec<Update>> {
     let mut out = Vec::with_capacity(records.len());
     for r in records {
-        let batch = match r.headers.get(FRAMING_HEADER).map(Vec::as_slice) {
-            None => false,
-            Some(b"batch") => true,
-            Some(other) => anyhow::bail!(
-                "update record {}/{} has framing {:?}",
-                r.partition,
-                r.offset,
-                String::from_utf8_lossy(other)
-            ),
-        };
-        let lines: Vec<&[u8]> = if batch {
-            anyhow::ensure!(
-                r.key.is_empty(),
-                "batch record {}/{} has a key",
-                r.partition,
-                r.offset
-            );
-            r.value.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect()
-        } else {
-            vec![r.value.as_slice()]
-        };
-        anyhow::ensure!(!lines.is_empty(), "update record {}/{} is empty", r.partition, r.offset);
-        for line in lines {
-            let u = update(r.partition, line)?;
-            if !batch {
-                let record_key = String::from_utf8_lossy(&r.key);
-                anyhow::ensure!(
-                    record_key == u.key,
-                    "update of {} in partition {} has record key {record_key:?}",
-                    u.key,
-                    r.partition
-                );
-            }
-            out.push(u);
+        for line in update_lines(r)? {
+            out.push(update_in(r, line)?);
         }
     }
     Ok(out)
+}
+
+/// The update lines of the output record `r`: its value (`entity` framing), or each
+/// line of it (`batch` framing, a keyless record). Checks the framing header, the key
+/// of a `batch` record, and that the record is not empty.
+pub fn update_lines(r: &Incoming) -> anyhow::Result<Vec<&[u8]>> {
+    let batch = match r.headers.get(FRAMING_HEADER).map(Vec::as_slice) {
+        None => false,
+        Some(b"batch") => true,
+        Some(other) => anyhow::bail!(
+            "update record {}/{} has framing {:?}",
+            r.partition,
+            r.offset,
+            String::from_utf8_lossy(other)
+        ),
+    };
+    let lines: Vec<&[u8]> = if batch {
+        anyhow::ensure!(r.key.is_empty(), "batch record {}/{} has a key", r.partition, r.offset);
+        r.value.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect()
+    } else {
+        vec![r.value.as_slice()]
+    };
+    anyhow::ensure!(!lines.is_empty(), "update record {}/{} is empty", r.partition, r.offset);
+    Ok(lines)
+}
+
+/// The update in `line`, one of [`update_lines`] of `r`; an `entity`-framed record's
+/// key must name its entity.
+pub fn update_in(r: &Incoming, line: &[u8]) -> anyhow::Result<Update> {
+    let u = update(r.partition, line)?;
+    if !r.headers.contains_key(FRAMING_HEADER) {
+        let record_key = String::from_utf8_lossy(&r.key);
+        anyhow::ensure!(
+            record_key == u.key,
+            "update of {} in partition {} has record key {record_key:?}",
+            u.key,
+            r.partition
+        );
+    }
+    Ok(u)
 }
 
 /// The view a consumer of `records` ends with, in either output framing: per partition

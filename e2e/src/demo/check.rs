@@ -6,15 +6,18 @@
 //! applied to the input in offset order, must show exactly that state right after
 //! that record. An update published again after a handoff passes the same check. The
 //! updates are indexed by source offset and parsed one at a time as the model reaches
-//! them, so that a long run's updates are never all held as JSON trees at once.
+//! them, so that a long run's updates are never all held as JSON trees at once: only
+//! the latest state of each entity, for the final state, which each partition's thread
+//! checks too.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
 use crate::harness::kafka::Incoming;
 use crate::model::{ModelWorld, split_record};
-use crate::verify::{self, FRAMING_HEADER};
+use crate::verify;
 
 /// What the check found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,39 +36,34 @@ pub struct Checked {
     pub first_problem: Option<String>,
 }
 
-/// Checks `output` (either framing) against the model applied to `input`: each input
-/// partition on a thread of its own, and the final state on another.
+/// Checks `output` (either framing) against the model applied to `input`, each input
+/// partition on a thread of its own.
 pub fn check(input: &[Incoming], output: &[Incoming]) -> anyhow::Result<Checked> {
     let partitions: BTreeSet<i32> = input.iter().chain(output).map(|r| r.partition).collect();
-    let (parts, final_state) = std::thread::scope(|s| {
-        let final_state = s.spawn(|| -> anyhow::Result<_> {
-            Ok((verify::expected(input), verify::fold(output)?))
-        });
+    let parts: Vec<_> = std::thread::scope(|s| {
         let parts: Vec<_> = partitions
             .iter()
             .map(|&p| s.spawn(move || check_partition(p, input, output)))
             .collect();
-        let parts: Vec<_> = parts.into_iter().map(std::thread::ScopedJoinHandle::join).collect();
-        (parts, final_state.join())
+        parts.into_iter().map(std::thread::ScopedJoinHandle::join).collect()
     });
-    let mut checked = Checked::default();
+    let mut checked = Checked { final_state_exact: true, ..Checked::default() };
+    let (mut missing, mut differ, mut extra) = (0, 0, 0);
     for part in parts {
         let part = part.map_err(|_| anyhow::anyhow!("a partition's check panicked"))??;
-        checked.events += part.events;
-        checked.updates += part.updates;
-        checked.wrong_updates += part.wrong_updates;
+        checked.events += part.checked.events;
+        checked.updates += part.checked.updates;
+        checked.wrong_updates += part.checked.wrong_updates;
+        checked.entities += part.checked.entities;
+        checked.final_state_exact &= part.checked.final_state_exact;
         if checked.first_problem.is_none() {
-            checked.first_problem = part.first_problem;
+            checked.first_problem = part.checked.first_problem;
         }
+        missing += part.missing;
+        differ += part.differ;
+        extra += part.extra;
     }
-    let (expected, view) =
-        final_state.map_err(|_| anyhow::anyhow!("the final state's check panicked"))??;
-    checked.entities = expected.len();
-    checked.final_state_exact = view == expected;
     if !checked.final_state_exact {
-        let missing = expected.keys().filter(|k| !view.contains_key(*k)).count();
-        let differ = expected.iter().filter(|(k, v)| view.get(*k).is_some_and(|w| w != *v)).count();
-        let extra = view.keys().filter(|k| !expected.contains_key(*k)).count();
         checked.first_problem.get_or_insert(format!(
             "final state: {missing} entities missing, {differ} different, {extra} unknown to the model"
         ));
@@ -73,18 +71,29 @@ pub fn check(input: &[Incoming], output: &[Incoming]) -> anyhow::Result<Checked>
     Ok(checked)
 }
 
+/// One partition's check, and how its final state differs from the model's.
+struct Part {
+    checked: Checked,
+    missing: usize,
+    differ: usize,
+    extra: usize,
+}
+
 /// Every update of `partition` in `output` against the model applied to that
-/// partition's records of `input`; leaves the final state alone.
+/// partition's records of `input`, and the state a consumer of the partition ends with
+/// (per entity, the update with the greatest `src_offset`, the later one among equals,
+/// as [`verify::fold`] gives it) against the model's final state.
 fn check_partition(
     partition: i32,
     input: &[Incoming],
     output: &[Incoming],
-) -> anyhow::Result<Checked> {
+) -> anyhow::Result<Part> {
     let mut checked = Checked::default();
-    // src_offset -> (output record, line) of each update.
+    // src_offset -> (output record, line) of each update, in the order a consumer reads
+    // them.
     let mut index: BTreeMap<i64, Vec<(usize, usize)>> = BTreeMap::new();
     for (r, record) in output.iter().enumerate().filter(|(_, r)| r.partition == partition) {
-        for (l, line) in lines(record).enumerate() {
+        for (l, line) in verify::update_lines(record)?.into_iter().enumerate() {
             let offset = src_offset(line).ok_or_else(|| {
                 anyhow::anyhow!(
                     "update {}/{} line {l} has no src_offset",
@@ -102,6 +111,22 @@ fn check_partition(
         checked.wrong_updates += 1;
         checked.first_problem.get_or_insert(what);
     };
+    let parse = |(o, l): (usize, usize)| -> anyhow::Result<verify::Update> {
+        let record = &output[o];
+        let line = verify::update_lines(record)?[l];
+        verify::update_in(record, line)
+    };
+    // What a consumer of the partition ends with: per entity, (src_offset, state).
+    let mut view: HashMap<String, (i64, Value)> = HashMap::new();
+    let mut keep = |u: verify::Update| match view.entry(u.key) {
+        Entry::Occupied(mut e) if u.src_offset >= e.get().0 => {
+            e.insert((u.src_offset, u.state));
+        }
+        Entry::Occupied(_) => {}
+        Entry::Vacant(e) => {
+            e.insert((u.src_offset, u.state));
+        }
+    };
     let mut world = ModelWorld::default();
     for r in records {
         for event in split_record(&r.value).unwrap_or_default() {
@@ -109,28 +134,19 @@ fn check_partition(
             world.apply(&event);
         }
         let Some(updates) = index.remove(&r.offset) else { continue };
-        for (o, l) in updates {
-            let line = lines(&output[o]).nth(l).expect("indexed above");
-            let mut state: Value = serde_json::from_slice(line)?;
-            let key = match (state["kind"].as_str(), state["id"].as_str()) {
-                (Some(kind), Some(id)) => format!("{kind}:{id}"),
-                _ => anyhow::bail!("update without a kind and an id: {state}"),
-            };
-            if let Some(object) = state.as_object_mut() {
-                for field in ["src_partition", "src_offset", "src_ts"] {
-                    object.remove(field);
-                }
-            }
-            let model = world.state(&key);
-            if model.as_ref() != Some(&state) {
+        for at in updates {
+            let u = parse(at)?;
+            let model = world.state(&u.key);
+            if model.as_ref() != Some(&u.state) {
                 problem(
                     &mut checked,
                     format!(
-                        "partition {partition} offset {}: {key} is {state}, the model says {model:?}",
-                        r.offset
+                        "partition {partition} offset {}: {} is {}, the model says {model:?}",
+                        r.offset, u.key, u.state
                     ),
                 );
             }
+            keep(u);
         }
     }
     for (offset, updates) in index {
@@ -141,15 +157,18 @@ fn check_partition(
                 updates.len()
             ),
         );
+        for at in updates {
+            keep(parse(at)?);
+        }
     }
-    Ok(checked)
-}
-
-fn lines(record: &Incoming) -> impl Iterator<Item = &[u8]> {
-    let batch = record.headers.get(FRAMING_HEADER).is_some_and(|v| v == b"batch");
-    let mut whole = Some(record.value.as_slice());
-    let mut split = record.value.split(|&b| b == b'\n').filter(|l| !l.is_empty());
-    std::iter::from_fn(move || if batch { split.next() } else { whole.take() })
+    let expected = world.view();
+    checked.entities = expected.len();
+    let missing = expected.keys().filter(|k| !view.contains_key(*k)).count();
+    let differ =
+        expected.iter().filter(|(k, v)| view.get(*k).is_some_and(|(_, w)| w != *v)).count();
+    let extra = view.keys().filter(|k| !expected.contains_key(*k)).count();
+    checked.final_state_exact = missing == 0 && differ == 0 && extra == 0;
+    Ok(Part { checked, missing, differ, extra })
 }
 
 /// The `src_offset` field of an update line, without parsing the rest of it.
@@ -209,5 +228,22 @@ mod tests {
         let c = check(&input, &lost).unwrap();
         assert_eq!((c.wrong_updates, c.final_state_exact), (0, false));
         assert!(c.first_problem.unwrap().contains("1 different"));
+    }
+
+    #[test]
+    fn a_batch_record_is_checked_line_by_line_and_an_unknown_framing_is_an_error() {
+        let input = [
+            incoming(0, 0, "", r#"{"type":"spawn","player":"a","seq":1}"#),
+            incoming(0, 1, "", r#"{"type":"move","player":"a","seq":2,"x":0,"y":0,"z":0}"#),
+        ];
+        let lines = format!("{}\n{}\n", update(100, 1, 0), update(100, 2, 1));
+        let mut batch = incoming(0, 0, "", &lines);
+        batch.headers.insert(crate::verify::FRAMING_HEADER.to_owned(), b"batch".to_vec());
+        let c = check(&input, std::slice::from_ref(&batch)).unwrap();
+        assert_eq!((c.updates, c.wrong_updates, c.final_state_exact), (2, 0, true), "{c:?}");
+        let mut other = batch;
+        other.headers.insert(crate::verify::FRAMING_HEADER.to_owned(), b"avro".to_vec());
+        let error = check(&input, &[other]).unwrap_err().to_string();
+        assert!(error.contains("framing"), "{error}");
     }
 }
