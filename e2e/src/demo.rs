@@ -129,8 +129,9 @@ pub struct Summary {
     pub p99_ms_after: Option<f64>,
     /// How the p99 figures were measured.
     pub p99_source: &'static str,
-    /// From the start of the one-second p99's first breach of the target that lasted
-    /// until a step up, to that step, in seconds.
+    /// From the start of the breach of the target that the first step up ended, to that
+    /// step, in seconds: the breach begins with a second whose p99 is over the target
+    /// and goes on through dips under it shorter than the autoscaler's interval.
     pub first_decision_after_breach_s: Option<f64>,
     /// From the raid's end to the one-second p99 back under the target for
     /// [`RECOVERED`] seconds in a row (or the rest of the run), in seconds; 0 when it
@@ -475,17 +476,11 @@ fn summarize(
     }
     summary.max_replicas = samples.iter().map(|s| s.replicas).max().unwrap_or(0);
     summary.final_replicas = samples.last().map_or(0, |s| s.replicas);
-    // The breach that led to the first step up: the run of one-second p99s above the
-    // target that the step ends.
+    // The breach that led to the first step up.
     if let Some(up) = decided.iter().find(|d| d.reason == "ScaledUp") {
-        let before: Vec<&Sample> = samples.iter().filter(|s| s.t <= up.t).collect();
-        let breach_start = before
-            .iter()
-            .rev()
-            .take_while(|s| s.p99_ms.is_some_and(|p| p > target))
-            .last()
-            .map(|s| s.t - 1.0);
-        summary.first_decision_after_breach_s = breach_start.map(|b| round1(up.t - b));
+        let interval = shard.spec.autoscaling.interval_seconds.max(1) as usize;
+        summary.first_decision_after_breach_s =
+            breach_start(samples, up.t, target, interval).map(|b| round1(up.t - b));
     }
     if options.phases.len() > 1 {
         let raid_end: f64 = options.phases[..=peak].iter().map(|p| p.duration.as_secs_f64()).sum();
@@ -498,6 +493,27 @@ fn summarize(
 /// From `raid_end` to the one-second p99 back under `target` for [`RECOVERED`]
 /// seconds in a row (or the rest of the run), and the largest one-second p99 after
 /// that.
+/// When the breach that a step up at `at` ended began: going back from the step, the
+/// start of the earliest second over the target before `interval` seconds in a row
+/// under it. The autoscaler reads its p99 over its interval, so a shorter dip does not
+/// end a breach for it.
+fn breach_start(samples: &[Sample], at: f64, target: f64, interval: usize) -> Option<f64> {
+    let mut start = None;
+    let mut under = 0;
+    for s in samples.iter().rev().filter(|s| s.t <= at) {
+        if s.p99_ms.is_some_and(|p| p > target) {
+            start = Some(s.t - 1.0);
+            under = 0;
+        } else {
+            under += 1;
+            if under >= interval {
+                break;
+            }
+        }
+    }
+    start
+}
+
 fn recovery(samples: &[Sample], raid_end: f64, target: f64) -> (Option<f64>, Option<f64>) {
     let after: Vec<&Sample> = samples.iter().filter(|s| s.t > raid_end).collect();
     let under = |s: &&Sample| s.p99_ms.is_none_or(|p| p <= target);
@@ -589,6 +605,28 @@ mod tests {
         let (back, worst) = recovery(&samples, 35.0, 50.0);
         assert_eq!(back, Some(2.8), "the end of the last second above it, 37.8 s");
         assert_eq!(worst, Some(79.0));
+    }
+
+    #[test]
+    fn a_breach_begins_at_its_first_second_over_the_target_and_a_dip_shorter_than_the_interval_does_not_end_it()
+     {
+        // The seconds of a run before its step up at 22.8 s: one second under the target
+        // (21.9 s) inside the breach, two before it.
+        let samples = seconds(&[
+            (16.9, 49.0),
+            (17.9, 29.5),
+            (18.9, 99.0),
+            (19.9, 96.4),
+            (20.9, 92.5),
+            (21.9, 29.8),
+            (22.9, 73.3),
+        ]);
+        assert_eq!(breach_start(&samples, 22.8, 50.0, 2), Some(17.9));
+        // With a one-second interval the dip ends it, and no second over the target is
+        // left before the step.
+        assert_eq!(breach_start(&samples, 22.8, 50.0, 1), None);
+        assert_eq!(breach_start(&samples, 21.0, 50.0, 1), Some(17.9));
+        assert_eq!(breach_start(&samples[..2], 22.8, 50.0, 2), None);
     }
 
     #[test]
