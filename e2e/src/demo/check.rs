@@ -10,7 +10,6 @@
 //! the latest state of each entity, for the final state, which each partition's thread
 //! checks too.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
@@ -91,8 +90,8 @@ fn check_partition(
     let mut checked = Checked::default();
     // src_offset -> (output record, line) of each update, in the order a consumer reads
     // them.
-    let mut index: BTreeMap<i64, Vec<(usize, usize)>> = BTreeMap::new();
-    for (r, record) in output.iter().enumerate().filter(|(_, r)| r.partition == partition) {
+    let mut index: BTreeMap<i64, Vec<(&Incoming, &[u8])>> = BTreeMap::new();
+    for record in output.iter().filter(|r| r.partition == partition) {
         for (l, line) in verify::update_lines(record)?.into_iter().enumerate() {
             let offset = src_offset(line).ok_or_else(|| {
                 anyhow::anyhow!(
@@ -101,7 +100,7 @@ fn check_partition(
                     record.offset
                 )
             })?;
-            index.entry(offset).or_default().push((r, l));
+            index.entry(offset).or_default().push((record, line));
             checked.updates += 1;
         }
     }
@@ -111,20 +110,12 @@ fn check_partition(
         checked.wrong_updates += 1;
         checked.first_problem.get_or_insert(what);
     };
-    let parse = |(o, l): (usize, usize)| -> anyhow::Result<verify::Update> {
-        let record = &output[o];
-        let line = verify::update_lines(record)?[l];
-        verify::update_in(record, line)
-    };
     // What a consumer of the partition ends with: per entity, (src_offset, state).
     let mut view: HashMap<String, (i64, Value)> = HashMap::new();
-    let mut keep = |u: verify::Update| match view.entry(u.key) {
-        Entry::Occupied(mut e) if u.src_offset >= e.get().0 => {
-            e.insert((u.src_offset, u.state));
-        }
-        Entry::Occupied(_) => {}
-        Entry::Vacant(e) => {
-            e.insert((u.src_offset, u.state));
+    let mut keep = |u: verify::Update| {
+        let slot = view.entry(u.key).or_insert((i64::MIN, Value::Null));
+        if u.src_offset >= slot.0 {
+            *slot = (u.src_offset, u.state);
         }
     };
     let mut world = ModelWorld::default();
@@ -134,8 +125,8 @@ fn check_partition(
             world.apply(&event);
         }
         let Some(updates) = index.remove(&r.offset) else { continue };
-        for at in updates {
-            let u = parse(at)?;
+        for (record, line) in updates {
+            let u = verify::update_in(record, line)?;
             let model = world.state(&u.key);
             if model.as_ref() != Some(&u.state) {
                 problem(
@@ -157,8 +148,8 @@ fn check_partition(
                 updates.len()
             ),
         );
-        for at in updates {
-            keep(parse(at)?);
+        for (record, line) in updates {
+            keep(verify::update_in(record, line)?);
         }
     }
     let expected = world.view();
