@@ -490,9 +490,6 @@ fn summarize(
     summary
 }
 
-/// From `raid_end` to the one-second p99 back under `target` for [`RECOVERED`]
-/// seconds in a row (or the rest of the run), and the largest one-second p99 after
-/// that.
 /// When the breach that a step up at `at` ended began: going back from the step, the
 /// start of the earliest second over the target before `interval` seconds in a row
 /// under it. The autoscaler reads its p99 over its interval, so a shorter dip does not
@@ -514,6 +511,9 @@ fn breach_start(samples: &[Sample], at: f64, target: f64, interval: usize) -> Op
     start
 }
 
+/// From `raid_end` to the one-second p99 back under `target` for [`RECOVERED`]
+/// seconds in a row (or the rest of the run), and the largest one-second p99 after
+/// that.
 fn recovery(samples: &[Sample], raid_end: f64, target: f64) -> (Option<f64>, Option<f64>) {
     let after: Vec<&Sample> = samples.iter().filter(|s| s.t > raid_end).collect();
     let under = |s: &&Sample| s.p99_ms.is_none_or(|p| p <= target);
