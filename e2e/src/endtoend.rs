@@ -305,23 +305,22 @@ struct InProcess {
 impl InProcess {
     /// Both histograms from a data plane's metrics page, each summed over its series.
     fn read(page: &str) -> Self {
-        let histogram = |name: &str| {
-            let lines = page.lines().map(|l| Ok(l.to_owned()));
-            let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
-            let mut total: Option<signals::Histogram> = None;
-            for sample in scrape.samples.iter().filter(|s| s.metric == name) {
-                if let prometheus_parse::Value::Histogram(buckets) = &sample.value {
-                    total
-                        .get_or_insert_with(Default::default)
-                        .add(&signals::Histogram::from_buckets(buckets));
-                }
+        let mut read = Self { event: None, pipeline: None };
+        let lines = page.lines().map(|l| Ok(l.to_owned()));
+        let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else { return read };
+        for sample in &scrape.samples {
+            let total = match sample.metric.as_str() {
+                "gameshard_event_latency_seconds" => &mut read.event,
+                "gameshard_pipeline_latency_seconds" => &mut read.pipeline,
+                _ => continue,
+            };
+            if let prometheus_parse::Value::Histogram(buckets) = &sample.value {
+                total
+                    .get_or_insert_with(Default::default)
+                    .add(&signals::Histogram::from_buckets(buckets));
             }
-            total
-        };
-        Self {
-            event: histogram("gameshard_event_latency_seconds"),
-            pipeline: histogram("gameshard_pipeline_latency_seconds"),
         }
+        read
     }
 
     /// The `q` quantile of `h` in milliseconds, to the microsecond.
