@@ -30,12 +30,31 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    eventually_seen(what, timeout, || {
+        let answer = check();
+        async { answer.await.ok_or_else(|| "nothing yet".to_owned()) }
+    })
+    .await
+}
+
+/// Polls `check` as [`eventually`] does; `check` answers `Err` with what it saw instead,
+/// and the panic shows the last of it.
+pub async fn eventually_seen<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: not within {timeout:?}; last seen: {seen}"
+                );
+            }
         }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
