@@ -20,9 +20,11 @@
 //!   (fewer pods read than run): no step either way, and the windows start again, since a
 //!   window must be observed whole.
 //!
-//! A window is covered by samples: each sample accounts for the interval it ends (its
-//! own span, at most one evaluation interval), and a window is full once the samples
-//! in a row cover it. A breach that begins at time `B` is therefore acted on by
+//! A window is covered by samples: each sample accounts for the time since the sample
+//! before it, as far back as its own span reaches (a first sample, at most one
+//! evaluation interval), and a window is full once the samples in a row cover it. A
+//! sample that comes late (a slow scrape or tick) but spans the time since the last one
+//! continues the run; one whose span leaves a gap starts it again. A breach that begins at time `B` is therefore acted on by
 //! `B + up window + one interval`: the first sample that shows it ends at most one
 //! interval after `B`.
 
@@ -492,12 +494,21 @@ impl Autoscaler {
         let breach = lag_breach || latency_breach;
         let calm =
             !breach && o.p99.map_or(o.updates <= 0.0, |p99| p99 < p.scale_down_below * p.target);
-        // Each sample covers the interval it ends; a gap since the last one breaks the runs.
-        let start = now.saturating_sub(o.window.min(p.interval));
-        if self.last_at.is_some_and(|last| start > last + p.interval / 2) {
-            self.above_since = None;
-            self.below_since = None;
-        }
+        // Each sample covers the window it ends. One that reaches back to the last sample
+        // continues the runs, however late it came (a slow tick, a slow scrape); one that
+        // leaves a gap since the last breaks them. A first sample counts for at most one
+        // interval, whatever its window.
+        let from = now.saturating_sub(o.window);
+        let start = match self.last_at {
+            Some(last) if from <= last + p.interval / 2 => last.max(from),
+            last => {
+                if last.is_some() {
+                    self.above_since = None;
+                    self.below_since = None;
+                }
+                now.saturating_sub(o.window.min(p.interval))
+            }
+        };
         self.last_at = Some(now);
         self.above_since = if breach { Some(self.above_since.unwrap_or(start)) } else { None };
         self.below_since = if calm { Some(self.below_since.unwrap_or(start)) } else { None };
@@ -973,6 +984,18 @@ mod tests {
         for k in [1, 2, 3, 6] {
             assert_eq!(a.evaluate(t(k), 4, &seen(t(k), Some(3.0), 4)).direction(), None, "at {k}");
         }
+    }
+
+    #[test]
+    fn a_late_sample_whose_window_reaches_the_last_one_continues_the_window() {
+        // The up window is 3 intervals. Samples at 1 and 2, then one at 5 that covers
+        // everything since 2: the breach began at 0 and has lasted 5 intervals.
+        let mut a = Autoscaler::new(policy());
+        for k in [1, 2] {
+            assert_eq!(a.evaluate(t(k), 4, &seen(t(k), Some(3.0), 4)).direction(), None, "at {k}");
+        }
+        let late = with(seen(t(5), Some(3.0), 4), |o| o.window = t(3));
+        assert_eq!(a.evaluate(t(5), 4, &late).direction(), Some(Direction::Up));
     }
 
     #[test]
