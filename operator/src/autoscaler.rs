@@ -24,9 +24,9 @@
 //! before it, as far back as its own span reaches (a first sample, at most one
 //! evaluation interval), and a window is full once the samples in a row cover it. A
 //! sample that comes late (a slow scrape or tick) but spans the time since the last one
-//! continues the run; one whose span leaves a gap starts it again. A breach that begins at time `B` is therefore acted on by
-//! `B + up window + one interval`: the first sample that shows it ends at most one
-//! interval after `B`.
+//! continues the run; one whose span leaves a gap starts it again. A breach that begins
+//! at time `B` is therefore acted on by `B + up window + one interval`: the first sample
+//! that shows it ends at most one interval after `B`.
 
 use std::time::Duration;
 
