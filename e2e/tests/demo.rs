@@ -33,6 +33,15 @@ fn shard(replace: &[(&str, &str)]) -> String {
     text
 }
 
+/// The example with a target that a calm load stays well under: the calm tests are
+/// about when the shard steps down, is frozen or only recommends, not about the latency
+/// itself. The example's 50 ms would have the step down wait for seconds whose p99 is
+/// under 25 ms, and a debug data plane's calm seconds on a two-core machine whose cores
+/// the broker, the load generator and the other process share reach 40 to 90 ms.
+fn calm_shard() -> String {
+    shard(&[("p99TargetMs: 50", "p99TargetMs: 400")])
+}
+
 fn run(
     name: &str,
     shard: String,
@@ -131,7 +140,7 @@ fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_tim
 #[test]
 fn calm_after_the_down_window_removes_a_pod_and_keeps_every_update_exact() {
     let phases = demo::steady(Duration::from_secs(50), 2_000.0);
-    let Some(s) = run("calm", shard(&[]), phases, Some(2)) else { return };
+    let Some(s) = run("calm", calm_shard(), phases, Some(2)) else { return };
     assert_eq!(s.scale_ups, 0, "calm never scales up: {s:?}");
     assert!(s.scale_downs >= 1, "the shard scaled down: {s:?}");
     assert_eq!(s.final_replicas, 1);
@@ -179,7 +188,7 @@ fn a_data_plane_that_stops_answering_freezes_the_autoscaler_which_scales_nothing
             }
         }
     };
-    let Some(s) = run_watching("frozen", shard(&[]), phases, Some(2), watch) else { return };
+    let Some(s) = run_watching("frozen", calm_shard(), phases, Some(2), watch) else { return };
     assert!(resumed, "the process was stopped and continued");
     let during: Vec<_> = freezes.iter().filter(|f| f.0 >= STOPPED && f.0 <= CONTINUED).collect();
     assert!(
@@ -213,7 +222,7 @@ fn editing_the_file_while_it_runs_turns_the_autoscaler_to_recommend_and_nothing_
             edited = true;
         }
     };
-    let Some(s) = run_watching("recommend", shard(&[]), phases, Some(2), watch) else { return };
+    let Some(s) = run_watching("recommend", calm_shard(), phases, Some(2), watch) else { return };
     assert!(edited, "the file was edited");
     assert_eq!(s.scale_downs, 0, "Recommend removes nothing: {s:?}");
     assert_eq!(s.scale_ups, 0);
