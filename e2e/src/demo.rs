@@ -194,12 +194,13 @@ pub fn run(
     mut show: impl FnMut(&Sample, &[Decided], &Status),
 ) -> anyhow::Result<Summary> {
     let began = Instant::now();
-    let warm = kafka::warm_up(bootstrap, options.partitions as i32, BROKER_WARM_UP)?;
     std::fs::create_dir_all(&options.work_dir)?;
     let file = options.work_dir.join("gameshard.yaml");
     let text = with_partitions(&options.shard, options.partitions);
     std::fs::write(&file, &text)?;
+    // A file that is not a GameShard is said at once, not after the warm-up.
     let shard = local::read(&file, Some(bootstrap)).map_err(anyhow::Error::msg)?;
+    let warm = kafka::warm_up(bootstrap, options.partitions as i32, BROKER_WARM_UP)?;
     let input = shard.spec.kafka.input_topic.clone();
     let output = shard.spec.kafka.output_topic.clone();
     let control = shard.control_topic();
@@ -315,6 +316,9 @@ fn drive(
     let since = SystemTime::now();
     let mut scraper = monitor::Scraper::default();
     let mut samples: Vec<Sample> = Vec::new();
+    // When each sample was taken: the ones before the first phase get their `t` once it
+    // has begun.
+    let mut taken: Vec<Instant> = Vec::new();
     let mut per_phase: BTreeMap<usize, Histogram> = BTreeMap::new();
     let mut next = Instant::now() + Duration::from_secs(1);
     let mut offered_before = 0;
@@ -322,17 +326,23 @@ fn drive(
     let (mut started, mut wall_origin) = (Instant::now(), SystemTime::now());
     loop {
         next = monitor::tick(next);
+        let now = Instant::now();
         let (processed, histogram) = scraper.scrape(&monitor::ports(status));
         let mut sample = monitor::look(status);
         // Phase 0 of the producer is the lead-in.
         let begun = progress.phase.load(Relaxed).saturating_sub(1);
-        let origin =
-            progress.started.lock().unwrap_or_else(PoisonError::into_inner).get(1).copied();
+        let (lead_in, origin) = {
+            let starts = progress.started.lock().unwrap_or_else(PoisonError::into_inner);
+            (starts.first().copied(), starts.get(1).copied())
+        };
         if let Some((at, wall)) = origin {
             (started, wall_origin) = (at, wall);
-            sample.t = at.elapsed().as_secs_f64();
+            sample.t = now.saturating_duration_since(at).as_secs_f64();
         } else {
-            sample.t = -started.elapsed().as_secs_f64();
+            // Before the first phase, its start is not known yet: the lead-in counts
+            // up to it, and the warm-up's backlog before it shows as the lead-in's start.
+            let into = lead_in.map_or(Duration::ZERO, |(at, _)| now.saturating_duration_since(at));
+            sample.t = into.as_secs_f64() - LEAD_IN.as_secs_f64();
         }
         let phase = (1..=options.phases.len()).contains(&begun).then(|| begun - 1);
         sample.phase = phase.map(|i| options.phases[i].name);
@@ -356,6 +366,7 @@ fn drive(
             show(&sample, &decided, &s);
         }
         samples.push(sample);
+        taken.push(now);
         if producer.is_finished() {
             // The load is done: wait until every partition's records are processed.
             let at = *drained_at.get_or_insert_with(Instant::now);
@@ -367,6 +378,9 @@ fn drive(
         }
     }
     let events = producer.join().map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
+    for (sample, at) in samples.iter_mut().zip(&taken).filter(|(_, at)| **at < started) {
+        sample.t = -started.duration_since(*at).as_secs_f64();
+    }
     let decided = monitor::decisions(status, since, wall_origin);
     let mut summary = summarize(options, shard, events, &samples, &per_phase, &decided);
     summary.served_s = -round1(started.saturating_duration_since(served).as_secs_f64());

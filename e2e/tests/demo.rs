@@ -75,9 +75,12 @@ fn run_watching(
         work_dir: work_dir.clone(),
         check: true,
     };
-    let mut seconds = Vec::new();
+    let mut seconds: Vec<String> = Vec::new();
+    let mut last_t = f64::NEG_INFINITY;
     let summary = demo::run(&options, &broker.bootstrap(), |s, decided, status| {
         watch(s, decided, status);
+        assert!(s.t >= last_t, "the demo's clock runs forward: {} s after {last_t} s", s.t);
+        last_t = s.t;
         seconds.push(format!(
             "t={:.0} {:?} offered {:.0} processed {:.0} p99 {:?} replicas {} pods {} in flight {}",
             s.t,
