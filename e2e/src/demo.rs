@@ -595,6 +595,36 @@ fn with_partitions(text: &str, partitions: u32) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_steady_example_is_the_demo_with_the_autoscalers_default_timing() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let demo = local::read(&dir.join("demo.yaml"), None).expect("examples/demo.yaml");
+        let steady =
+            local::read(&dir.join("demo-steady.yaml"), None).expect("examples/demo-steady.yaml");
+        let defaults: gameshard_crds::AutoscalingSpec =
+            serde_json::from_str("{}").expect("every autoscaling field has a default");
+        let (a, d) = (&steady.spec.autoscaling, &defaults);
+        assert_eq!(
+            (a.scale_up_window_seconds, a.scale_down_window_seconds),
+            (d.scale_up_window_seconds, d.scale_down_window_seconds)
+        );
+        assert_eq!(
+            (a.interval_seconds, a.cooldown_seconds),
+            (d.interval_seconds, d.cooldown_seconds)
+        );
+        assert_eq!(a.max_step, d.max_step);
+        let mut timed = demo.spec.autoscaling.clone();
+        timed.scale_up_window_seconds = a.scale_up_window_seconds;
+        timed.scale_down_window_seconds = a.scale_down_window_seconds;
+        timed.interval_seconds = a.interval_seconds;
+        timed.cooldown_seconds = a.cooldown_seconds;
+        timed.max_step = a.max_step;
+        assert_eq!(&timed, a, "only the timing differs");
+        let mut spec = steady.spec.clone();
+        spec.autoscaling = demo.spec.autoscaling.clone();
+        assert_eq!(spec, demo.spec, "the rest of the spec is the demo's");
+    }
+
     fn seconds(p99s: &[(f64, f64)]) -> Vec<Sample> {
         p99s.iter().map(|&(t, p99)| Sample { t, p99_ms: Some(p99), ..Sample::default() }).collect()
     }
