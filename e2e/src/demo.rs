@@ -166,6 +166,17 @@ pub struct Summary {
     pub wall_s: f64,
 }
 
+/// A sample's `t` at `now`: seconds since the first phase began. Before it, whose start
+/// is not known yet, the lead-in counts up to 0, and the warm-up's backlog before the
+/// lead-in shows as the lead-in's start.
+fn clock(now: Instant, lead_in: Option<Instant>, first_phase: Option<Instant>) -> f64 {
+    if let Some(at) = first_phase {
+        return now.saturating_duration_since(at).as_secs_f64();
+    }
+    let into = lead_in.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+    into.min(LEAD_IN).as_secs_f64() - LEAD_IN.as_secs_f64()
+}
+
 /// The two scenarios.
 pub fn spike(
     calm: Duration,
@@ -335,15 +346,10 @@ fn drive(
             let starts = progress.started.lock().unwrap_or_else(PoisonError::into_inner);
             (starts.first().copied(), starts.get(1).copied())
         };
-        if let Some((at, wall)) = origin {
-            (started, wall_origin) = (at, wall);
-            sample.t = now.saturating_duration_since(at).as_secs_f64();
-        } else {
-            // Before the first phase, its start is not known yet: the lead-in counts
-            // up to it, and the warm-up's backlog before it shows as the lead-in's start.
-            let into = lead_in.map_or(Duration::ZERO, |(at, _)| now.saturating_duration_since(at));
-            sample.t = into.as_secs_f64() - LEAD_IN.as_secs_f64();
+        if let Some(first) = origin {
+            (started, wall_origin) = first;
         }
+        sample.t = clock(now, lead_in.map(|s| s.0), origin.map(|s| s.0));
         let phase = (1..=options.phases.len()).contains(&begun).then(|| begun - 1);
         sample.phase = phase.map(|i| options.phases[i].name);
         let offered = progress.events.load(Relaxed);
@@ -596,6 +602,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_clock_counts_up_through_the_lead_in_to_the_first_phase() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Before the lead-in (the warm-up's backlog): its start.
+        assert_eq!(clock(at(500), None, None), -6.0);
+        assert_eq!(clock(at(1_500), Some(at(1_000)), None), -5.5);
+        // A lead-in that runs over its 6 s before the first phase is seen stays at 0.
+        assert_eq!(clock(at(7_500), Some(at(1_000)), None), 0.0);
+        assert_eq!(clock(at(8_250), Some(at(1_000)), Some(at(7_750))), 0.5);
+    }
+
+    #[test]
     fn the_steady_example_is_the_demo_with_the_autoscalers_default_timing() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let demo = local::read(&dir.join("demo.yaml"), None).expect("examples/demo.yaml");
@@ -603,26 +621,14 @@ mod tests {
             local::read(&dir.join("demo-steady.yaml"), None).expect("examples/demo-steady.yaml");
         let defaults: gameshard_crds::AutoscalingSpec =
             serde_json::from_str("{}").expect("every autoscaling field has a default");
-        let (a, d) = (&steady.spec.autoscaling, &defaults);
-        assert_eq!(
-            (a.scale_up_window_seconds, a.scale_down_window_seconds),
-            (d.scale_up_window_seconds, d.scale_down_window_seconds)
-        );
-        assert_eq!(
-            (a.interval_seconds, a.cooldown_seconds),
-            (d.interval_seconds, d.cooldown_seconds)
-        );
-        assert_eq!(a.max_step, d.max_step);
-        let mut timed = demo.spec.autoscaling.clone();
-        timed.scale_up_window_seconds = a.scale_up_window_seconds;
-        timed.scale_down_window_seconds = a.scale_down_window_seconds;
-        timed.interval_seconds = a.interval_seconds;
-        timed.cooldown_seconds = a.cooldown_seconds;
-        timed.max_step = a.max_step;
-        assert_eq!(&timed, a, "only the timing differs");
-        let mut spec = steady.spec.clone();
-        spec.autoscaling = demo.spec.autoscaling.clone();
-        assert_eq!(spec, demo.spec, "the rest of the spec is the demo's");
+        let mut expected = demo.spec.clone();
+        let a = &mut expected.autoscaling;
+        a.scale_up_window_seconds = defaults.scale_up_window_seconds;
+        a.scale_down_window_seconds = defaults.scale_down_window_seconds;
+        a.interval_seconds = defaults.interval_seconds;
+        a.cooldown_seconds = defaults.cooldown_seconds;
+        a.max_step = defaults.max_step;
+        assert_eq!(steady.spec, expected, "the demo's spec with the default timing");
     }
 
     fn seconds(p99s: &[(f64, f64)]) -> Vec<Sample> {
