@@ -113,10 +113,11 @@ fn assert_exact(s: &Summary) {
 
 #[test]
 fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_time() {
-    // The example's 50 ms target, which the raid breaches for the test's own (debug)
-    // build of the data plane and the calm load stays well under, with rates small
-    // enough that the model check stays short.
-    let shard = shard(&[]);
+    // A 300 ms target: the raid breaches it (its seconds reach 0.7 to 1 s for the test's
+    // own debug build of the data plane), and the calm load stays under it, whose seconds
+    // reach 140 to 200 ms on a two-core machine the broker, the load generator and the
+    // data planes share. Rates are small enough that the model check stays short.
+    let shard = shard(&[("p99TargetMs: 50", "p99TargetMs: 300")]);
     let phases = demo::spike(
         Duration::from_secs(10),
         Duration::from_secs(20),
