@@ -315,6 +315,12 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_target_utilization")]
     #[schemars(range(min = 0.05, max = 1.0))]
     pub target_utilization: f64,
+    /// Count a p99 above the target as a breach only while the pods are loaded: a pod's
+    /// busiest thread at `targetUtilization` or more, or a partition 100 records behind.
+    /// Pods that keep up with their records are not what is slow (the time is spent in
+    /// the producers or the brokers), and more of them would not lower the p99.
+    #[serde(default = "yes")]
+    pub scale_up_only_when_loaded: bool,
     /// Records a partition may lag behind before that alone counts as a breach: lag
     /// grows before latency does.
     #[serde(default = "default_max_lag")]
@@ -347,6 +353,7 @@ impl Default for AutoscalingSpec {
             scale_down_window_seconds: default_down_window(),
             scale_down_below: default_scale_down_below(),
             target_utilization: default_target_utilization(),
+            scale_up_only_when_loaded: yes(),
             max_lag_records: default_max_lag(),
             max_step: default_max_step(),
             cooldown_seconds: default_cooldown(),
@@ -358,6 +365,10 @@ impl Default for AutoscalingSpec {
 
 fn one() -> i32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_up_window() -> i64 {

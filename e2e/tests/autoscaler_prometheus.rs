@@ -6,8 +6,9 @@
 //! `prometheus` scrapes them every 500 ms. Two autoscaler loops, one reading the pods
 //! and one asking Prometheus, are ticked at the same moments, each a second and a half
 //! after the step's figures were fed (so Prometheus holds a sample from before and from
-//! after the feed in its 3 s `rate` window), through a breach, a lag spike, a calm shard
-//! too busy to shrink, a calm one that shrinks, and an idle one.
+//! after the feed in its 3 s `rate` window), through a breach with a backlog, a lag
+//! spike, a calm shard too busy to shrink, a calm one that shrinks, an idle one, and a
+//! breach that the pods keep up with.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,7 +22,7 @@ use gameshard_dataplane::metrics::{Metrics, PartitionState};
 use gameshard_e2e::harness::prometheus::Prometheus;
 use gameshard_engine::World;
 use gameshard_engine::spec::SpecWorld;
-use gameshard_operator::autoscaler::{Reason, Signal};
+use gameshard_operator::autoscaler::{self, Reason, Signal};
 use gameshard_operator::scaler::{
     self, Actuator, Config, Endpoints, Notice, Pacing, Report, Shard,
 };
@@ -106,7 +107,7 @@ fn spec(prometheus: Option<PrometheusSpec>) -> Config {
 }
 
 /// What each step feeds, one interval apart.
-const STEPS: [Feed; 16] = [
+const STEPS: [Feed; 17] = [
     Feed::Idle,
     Feed::Breach,
     Feed::Breach,
@@ -123,10 +124,15 @@ const STEPS: [Feed; 16] = [
     Feed::Idle,
     Feed::Idle,
     Feed::Neutral,
+    Feed::Breach,
 ];
 
 /// Steps whose partition 0 of zone-0 lags 50,000 records.
 const LAGGING: std::ops::Range<usize> = 3..5;
+
+/// Steps whose partition 0 of zone-0 is behind by the autoscaler's `BEHIND` records:
+/// the first breach is the pods', the last one, with no backlog, is not.
+const BEHIND: std::ops::Range<usize> = 1..3;
 
 /// Steps after which the state thread spins, so that the windows of the next steps
 /// (5 to 7) see a busy pod.
@@ -134,7 +140,7 @@ const BUSY: std::ops::Range<usize> = 4..7;
 
 /// The decision (reason, replicas, desired) the rules call for at steps 1 to 15 (step
 /// 0 is the scraper's first sample).
-const EXPECTED: [(Reason, i32, i32); 15] = [
+const EXPECTED: [(Reason, i32, i32); 16] = [
     (Reason::BreachNotSustained, 3, 3),
     (Reason::LatencyAboveTarget, 3, 5),
     (Reason::BreachNotSustained, 5, 5),
@@ -150,6 +156,7 @@ const EXPECTED: [(Reason, i32, i32); 15] = [
     (Reason::CalmNotSustained, 4, 4),
     (Reason::Idle, 4, 3),
     (Reason::WithinTarget, 3, 3),
+    (Reason::PodsNotLoaded, 3, 3),
 ];
 
 /// Three data-plane admin servers, each with its own metrics.
@@ -190,7 +197,13 @@ impl Fleet {
     /// Feeds step `k`.
     fn step(&self, k: usize) {
         feed(&self.metrics, STEPS[k]);
-        let lag = if LAGGING.contains(&k) { 50_000 } else { 0 };
+        let lag = if LAGGING.contains(&k) {
+            50_000
+        } else if BEHIND.contains(&k) {
+            autoscaler::BEHIND as i64
+        } else {
+            0
+        };
         let p = &self.metrics[0].partitions[0];
         p.processed.store(60_000 - lag, Relaxed);
         p.high_watermark.store(60_000, Relaxed);

@@ -10,6 +10,13 @@
 //! - **Up**: the p99 above the target (or a partition's lag above `maxLagRecords`, the
 //!   leading signal) in every sample of the up window. The step grows with the breach:
 //!   `ceil(replicas × (p99 / target − 1))`, at least 1, at most `maxStep`.
+//! - **Only when the pods are the cause** (`scaleUpOnlyWhenLoaded`, the default): a p99
+//!   above the target counts as a breach in a sample whose pods are loaded: a pod's
+//!   busiest thread at `targetUtilization` or more, or a partition [`BEHIND`] records or
+//!   more behind (or either not known). Otherwise the time is spent before the shard (in
+//!   the producers or the brokers: the records reach the pods late, and the pods keep up
+//!   with them), and more pods would not lower it: the autoscaler holds, says so, and
+//!   the `SLOBreached` condition still reports the breach.
 //! - **Down**, by one: the p99 under `scaleDownBelow × target` (or no update at all,
 //!   with every pod read) in every sample of the longer down window, and the pods left
 //!   can carry the measured load: the busiest thread's CPU share averaged over the pods,
@@ -32,6 +39,11 @@ use std::time::Duration;
 
 use gameshard_crds::{AutoscalingMode, AutoscalingSpec, LatencySpec};
 
+/// Records a partition must lag behind for its pod to count as loaded when the p99
+/// breaches: a pod that keeps up is at most a fetch or two behind at any moment, and an
+/// overloaded one falls further behind with every record.
+pub const BEHIND: f64 = 100.0;
+
 /// The policy's settings, from a shard's spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -45,6 +57,8 @@ pub struct Policy {
     pub scale_down_below: f64,
     /// Most projected CPU share of the busiest thread on the pods left after a step down.
     pub target_utilization: f64,
+    /// A p99 breach counts only while the pods are loaded.
+    pub only_when_loaded: bool,
     /// Lag, in records, above which a partition counts as a breach.
     pub max_lag: f64,
     /// Most pods added or removed in one step.
@@ -70,6 +84,7 @@ impl Policy {
             down_window: secs(a.scale_down_window_seconds),
             scale_down_below: a.scale_down_below,
             target_utilization: a.target_utilization,
+            only_when_loaded: a.scale_up_only_when_loaded,
             max_lag: a.max_lag_records as f64,
             max_step: a.max_step.max(1),
             cooldown: secs(a.cooldown_seconds),
@@ -165,6 +180,9 @@ pub enum Reason {
     CalmNotSustained,
     /// Held: neither above the target nor well under it.
     WithinTarget,
+    /// Held: the p99 is above the target, but no pod is busy and no partition is behind:
+    /// the time is spent before the shard, and more pods would not lower it.
+    PodsNotLoaded,
     /// Held: more pods are wanted but the shard is at `maxReplicas`.
     AtMaxReplicas,
     /// Held: fewer pods would do but the shard is at `minReplicas`.
@@ -187,7 +205,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::LatencyAboveTarget,
         Reason::LagAboveThreshold,
         Reason::LatencyWellUnderTarget,
@@ -197,6 +215,7 @@ impl Reason {
         Reason::BreachNotSustained,
         Reason::CalmNotSustained,
         Reason::WithinTarget,
+        Reason::PodsNotLoaded,
         Reason::AtMaxReplicas,
         Reason::AtMinReplicas,
         Reason::RemainingPodsTooBusy,
@@ -220,6 +239,7 @@ impl Reason {
             Reason::BreachNotSustained => "BreachNotSustained",
             Reason::CalmNotSustained => "CalmNotSustained",
             Reason::WithinTarget => "WithinTarget",
+            Reason::PodsNotLoaded => "PodsNotLoaded",
             Reason::AtMaxReplicas => "AtMaxReplicas",
             Reason::AtMinReplicas => "AtMinReplicas",
             Reason::RemainingPodsTooBusy => "RemainingPodsTooBusy",
@@ -292,14 +312,13 @@ impl Decision {
         }
     }
 
-    /// The `ScalingLimited` condition: true while the bounds clamp the decision or the
-    /// signals are missing.
+    /// The `ScalingLimited` condition: true while the bounds clamp the decision, the
+    /// signals are missing, or a breach is not the pods' to fix.
     pub fn scaling_limited(&self) -> ConditionState {
-        let (status, reason) = if self.reason.is_freeze() || self.bounded {
-            (Some(true), self.reason.label())
-        } else {
-            (Some(false), "WithinBounds")
-        };
+        let limited =
+            self.reason.is_freeze() || self.bounded || self.reason == Reason::PodsNotLoaded;
+        let (status, reason) =
+            if limited { (Some(true), self.reason.label()) } else { (Some(false), "WithinBounds") };
         ConditionState { status, reason, message: self.message.clone() }
     }
 
@@ -491,9 +510,21 @@ impl Autoscaler {
 
         let lag_breach = o.max_lag.is_some_and(|lag| lag > p.max_lag);
         let latency_breach = o.p99.is_some_and(|p99| p99 > p.target);
-        let breach = lag_breach || latency_breach;
-        let calm =
-            !breach && o.p99.map_or(o.updates <= 0.0, |p99| p99 < p.scale_down_below * p.target);
+        let busiest = o.busiest_cpu.iter().copied().fold(0.0, f64::max);
+        // Without the CPU time of every pod read, or without any lag, the pods may be
+        // loaded: a breach is then theirs, as it is without this rule.
+        let load_known = !o.busiest_cpu.is_empty() && o.busiest_cpu.len() >= o.pods_read;
+        let loaded = !p.only_when_loaded
+            || !load_known
+            || busiest >= p.target_utilization
+            || o.max_lag.is_none_or(|lag| lag >= BEHIND);
+        // A breach the pods neither cause nor can fix breaks the run, as a sample within
+        // the target does: a step up needs the whole window to be the pods'.
+        let breach = lag_breach || (latency_breach && loaded);
+        let not_loaded = latency_breach && !breach;
+        let calm = !lag_breach
+            && !latency_breach
+            && o.p99.map_or(o.updates <= 0.0, |p99| p99 < p.scale_down_below * p.target);
         // Each sample covers the window it ends. One that reaches back to the last sample
         // continues the runs, however late it came (a slow tick, a slow scrape); one that
         // leaves a gap since the last breaks them. A first sample counts for at most one
@@ -565,6 +596,15 @@ impl Autoscaler {
                     p.up_window.as_secs()
                 );
             }
+        } else if not_loaded {
+            d.reason = Reason::PodsNotLoaded;
+            d.message = format!(
+                "{seen}, but the pods keep up (busiest thread {:.0}%, under the {:.0}% target; \
+                 no partition {BEHIND:.0} records behind): the time is spent before the shard, \
+                 and more pods would not lower it; holding {replicas} pods",
+                busiest * 100.0,
+                p.target_utilization * 100.0
+            );
         } else if calm {
             let sustained = covered(self.below_since, p.down_window);
             let lasted = now.saturating_sub(self.below_since.unwrap_or(now)).as_secs();
@@ -667,6 +707,7 @@ mod tests {
             down_window: Duration::from_secs(300),
             scale_down_below: 0.5,
             target_utilization: 0.6,
+            only_when_loaded: true,
             max_lag: 10_000.0,
             max_step: 3,
             cooldown: Duration::from_secs(120),
@@ -676,15 +717,18 @@ mod tests {
         }
     }
 
-    /// An observation of `pods` pods, all read, ending at `at` after one interval.
+    /// An observation of `pods` pods, all read, ending at `at` after one interval: 10
+    /// records behind, their busiest thread 20% busy, or 70% with a p99 above the 2 ms
+    /// target (a breach of their own).
     fn seen(at: Duration, p99_ms: Option<f64>, pods: usize) -> Signal {
+        let busy = if p99_ms.is_some_and(|ms| ms > 2.0) { 0.7 } else { 0.2 };
         Signal::Observed(Observation {
             at,
             window: I,
             p99: p99_ms.map(|ms| ms / 1000.0),
             updates: if p99_ms.is_some() { 1000.0 } else { 0.0 },
             max_lag: Some(10.0),
-            busiest_cpu: vec![0.2; pods],
+            busiest_cpu: vec![busy; pods],
             pods_read: pods,
             pods_new: 0,
             pods_running: pods,
@@ -768,6 +812,90 @@ mod tests {
                 .expect("a step");
             assert_eq!(d.desired - replicas, added, "p99 {p99} ms on {replicas} pods");
         }
+    }
+
+    #[test]
+    fn a_breach_the_pods_keep_up_with_holds_and_says_why() {
+        // The records reach the pods late: 20% busy and 10 records behind.
+        let late = |at| with(seen(at, Some(3.0), 4), |o| o.busiest_cpu = vec![0.2; 4]);
+        let mut a = Autoscaler::new(policy());
+        assert_eq!(run(&mut a, 4, 1..=40, late), None);
+        let d = a.evaluate(t(41), 4, &late(t(41)));
+        assert_eq!((d.reason, d.desired), (Reason::PodsNotLoaded, 4));
+        assert_eq!(d.slo_breached(0.002).status, Some(true), "the breach is still reported");
+        assert_eq!(d.scaling_limited().status, Some(true));
+        assert_eq!(d.scaling_limited().reason, "PodsNotLoaded");
+        assert!(d.message.contains("busiest thread 20%"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_breach_counts_for_a_pod_at_the_target_utilization_or_a_partition_behind() {
+        let cases: [(&str, f64, f64); 3] = [
+            ("busy", 0.6, 10.0),
+            ("behind, on a core it shares", 0.3, BEHIND),
+            ("both", 0.9, 5_000.0),
+        ];
+        for (name, busiest, lag) in cases {
+            let loaded = |at| {
+                with(seen(at, Some(3.0), 4), |o| {
+                    o.busiest_cpu = vec![0.1, 0.1, busiest, 0.1];
+                    o.max_lag = Some(lag);
+                })
+            };
+            let mut a = Autoscaler::new(policy());
+            let (at, d) = run(&mut a, 4, 1..=10, loaded).expect(name);
+            assert_eq!((at, d.reason, d.desired), (t(4), Reason::LatencyAboveTarget, 6), "{name}");
+        }
+    }
+
+    #[test]
+    fn with_the_load_check_off_a_breach_the_pods_keep_up_with_scales() {
+        let late = |at| with(seen(at, Some(3.0), 4), |o| o.busiest_cpu = vec![0.2; 4]);
+        let mut a = Autoscaler::new(Policy { only_when_loaded: false, ..policy() });
+        let (at, d) = run(&mut a, 4, 1..=10, late).expect("a step");
+        assert_eq!((at, d.reason, d.desired), (t(4), Reason::LatencyAboveTarget, 6));
+    }
+
+    #[test]
+    fn without_the_load_known_a_breach_counts() {
+        for (name, cpu, lag) in
+            [("no CPU time", vec![], Some(10.0)), ("one pod's CPU time", vec![0.1], Some(10.0))]
+                .into_iter()
+                .chain([("no lag", vec![0.1; 4], None)])
+        {
+            let blind = |at| {
+                with(seen(at, Some(3.0), 4), |o| {
+                    o.busiest_cpu.clone_from(&cpu);
+                    o.max_lag = lag;
+                })
+            };
+            let mut a = Autoscaler::new(policy());
+            let (_, d) = run(&mut a, 4, 1..=10, blind).expect(name);
+            assert_eq!(d.reason, Reason::LatencyAboveTarget, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_sample_the_pods_keep_up_with_starts_the_up_window_again() {
+        let mut a = Autoscaler::new(policy());
+        let sample = |k: u32| {
+            let s = seen(t(k), Some(3.0), 4);
+            if k == 3 { with(s, |o| o.busiest_cpu = vec![0.2; 4]) } else { s }
+        };
+        let decisions: Vec<Reason> =
+            (1..=7).map(|k| a.evaluate(t(k), 4, &sample(k)).reason).collect();
+        assert_eq!(
+            decisions,
+            [
+                Reason::BreachNotSustained,
+                Reason::BreachNotSustained,
+                Reason::PodsNotLoaded,
+                Reason::BreachNotSustained,
+                Reason::BreachNotSustained,
+                Reason::BreachNotSustained,
+                Reason::LatencyAboveTarget,
+            ]
+        );
     }
 
     #[test]

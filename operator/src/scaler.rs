@@ -227,6 +227,8 @@ struct Memory {
     last_decision: Option<String>,
     recommended: Option<i32>,
     frozen: bool,
+    /// Holding a breach the pods keep up with.
+    unloaded: bool,
     report: Option<Report>,
 }
 
@@ -327,6 +329,22 @@ async fn act_on<E: Endpoints, A: Actuator, F: Fetch>(
             .await;
     }
     memory.frozen = freezing;
+    // A breach that is not the pods' is said once, when it begins: nothing is scaled, so
+    // no decision's Event tells people why the p99 stays above the target.
+    let unloaded = acting && decision.reason == Reason::PodsNotLoaded;
+    if unloaded && !memory.unloaded {
+        tracing::warn!(shard = name, message = %decision.message, "autoscaler holding a breach the pods keep up with");
+        shard
+            .actuator
+            .notify(&Notice {
+                warning: true,
+                reason: decision.reason.label(),
+                action: "Hold",
+                note: decision.message.clone(),
+            })
+            .await;
+    }
+    memory.unloaded = unloaded;
 
     let desired = match autoscaler::act(config.mode, config.paused, &decision) {
         Act::Scale(n) => match shard.actuator.scale(n).await {
@@ -618,6 +636,43 @@ mod tests {
         assert_eq!(r.scaling_limited.reason, "AutoscalingOff");
         assert_eq!(r.slo_breached.status, Some(true), "Off still observes");
         assert_eq!(recorder.0.lock().unwrap().len(), 1, "and does nothing");
+    }
+
+    /// `page(fast, slow)` with the state thread's CPU time and partition 0's lag.
+    fn loaded_page(fast: u64, slow: u64, cpu_seconds: f64, lag: u64) -> String {
+        page(fast, slow).replace(
+            "{thread=\"state\"} 0\n",
+            &format!(
+                "{{thread=\"state\"}} {cpu_seconds}\n\
+                 # TYPE gameshard_partition_lag_records gauge\n\
+                 gameshard_partition_lag_records{{partition=\"0\"}} {lag}\n"
+            ),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_breach_the_pods_keep_up_with_is_announced_once_and_scales_nothing() {
+        let (handle, pages, recorder) = start(AutoscalingMode::Auto);
+        set(&pages, loaded_page(0, 0, 0.0, 0));
+        handle.tick(Duration::from_secs(15)).await.unwrap();
+        // Half the updates slow, the state thread idle, nothing behind: three times.
+        for k in 2..5 {
+            set(&pages, loaded_page(50 * (k - 1), 50 * (k - 1), 0.0, 0));
+            let r = handle.tick(Duration::from_secs(15 * k)).await.unwrap();
+            assert_eq!((r.decision.reason, r.desired), (Reason::PodsNotLoaded, Some(2)));
+            assert_eq!(r.slo_breached.status, Some(true));
+            assert_eq!(r.scaling_limited.reason, "PodsNotLoaded");
+        }
+        assert_eq!(*recorder.0.lock().unwrap(), ["notice PodsNotLoaded"]);
+        // The same breach with the state thread busy for 12 of the 15 s: the pods' own,
+        // and one sample fills the 10 s up window.
+        set(&pages, loaded_page(200, 200, 12.0, 0));
+        let r = handle.tick(Duration::from_secs(75)).await.unwrap();
+        assert_eq!((r.decision.reason, r.desired), (Reason::LatencyAboveTarget, Some(4)));
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            ["notice PodsNotLoaded", "scale 4", "notice ScaledUp"]
+        );
     }
 
     #[tokio::test]
