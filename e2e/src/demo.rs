@@ -109,6 +109,9 @@ pub struct Summary {
     pub scale_ups: usize,
     /// Steps down.
     pub scale_downs: usize,
+    /// Breaches the autoscaler held because the pods kept up with their records (the
+    /// time was spent before them), each counted once, when it began.
+    pub breaches_held: usize,
     /// Every scale decision: seconds since the first phase began, reason, note.
     pub decisions: Vec<(f64, String, String)>,
     /// Most replicas asked for.
@@ -439,6 +442,22 @@ fn caught_up(bootstrap: &str, topic: &str, partitions: u32, status: &Arc<Mutex<S
     processed.iter().zip(&ends).all(|(p, e)| p >= e)
 }
 
+/// Counts the steps and the held breaches among the autoscaler's notices, and lists the
+/// steps and recommendations.
+fn count(summary: &mut Summary, decided: &[Decided]) {
+    for d in decided {
+        match d.reason.as_str() {
+            "ScaledUp" => summary.scale_ups += 1,
+            "ScaledDown" => summary.scale_downs += 1,
+            "PodsNotLoaded" => summary.breaches_held += 1,
+            _ => {}
+        }
+        if d.reason.starts_with("Scaled") || d.reason.starts_with("Recommend") {
+            summary.decisions.push((round1(d.t), d.reason.clone(), d.note.clone()));
+        }
+    }
+}
+
 fn summarize(
     options: &Options,
     shard: &GameShard,
@@ -484,16 +503,7 @@ fn summarize(
         .map_or(0, |(i, _)| i);
     summary.p99_ms_peak = p99(peak);
     summary.p99_ms_after = p99(options.phases.len().saturating_sub(1));
-    for d in decided {
-        match d.reason.as_str() {
-            "ScaledUp" => summary.scale_ups += 1,
-            "ScaledDown" => summary.scale_downs += 1,
-            _ => {}
-        }
-        if d.reason.starts_with("Scaled") || d.reason.starts_with("Recommend") {
-            summary.decisions.push((round1(d.t), d.reason.clone(), d.note.clone()));
-        }
-    }
+    count(&mut summary, decided);
     summary.max_replicas = samples.iter().map(|s| s.replicas).max().unwrap_or(0);
     summary.final_replicas = samples.last().map_or(0, |s| s.replicas);
     // The breach that led to the first step up.
@@ -614,7 +624,29 @@ mod tests {
     }
 
     #[test]
-    fn the_steady_example_is_the_demo_with_the_autoscalers_default_timing() {
+    fn steps_and_held_breaches_are_counted_and_only_steps_listed() {
+        let notice = |t: f64, reason: &str| Decided {
+            t,
+            reason: reason.to_owned(),
+            note: format!("{reason} at {t}"),
+        };
+        let decided = [
+            notice(3.0, "PodsNotLoaded"),
+            notice(9.5, "MetricsMissing"),
+            notice(20.04, "ScaledUp"),
+            notice(31.0, "PodsNotLoaded"),
+            notice(56.8, "ScaledDown"),
+        ];
+        let mut summary = Summary::default();
+        count(&mut summary, &decided);
+        assert_eq!((summary.scale_ups, summary.scale_downs, summary.breaches_held), (1, 1, 2));
+        let listed: Vec<(f64, &str)> =
+            summary.decisions.iter().map(|(t, r, _)| (*t, r.as_str())).collect();
+        assert_eq!(listed, [(20.0, "ScaledUp"), (56.8, "ScaledDown")]);
+    }
+
+    #[test]
+    fn the_steady_example_is_the_demo_with_the_autoscalers_default_timing_and_load_check() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let demo = local::read(&dir.join("demo.yaml"), None).expect("examples/demo.yaml");
         let steady =
@@ -628,7 +660,8 @@ mod tests {
         a.interval_seconds = defaults.interval_seconds;
         a.cooldown_seconds = defaults.cooldown_seconds;
         a.max_step = defaults.max_step;
-        assert_eq!(steady.spec, expected, "the demo's spec with the default timing");
+        a.scale_up_only_when_loaded = defaults.scale_up_only_when_loaded;
+        assert_eq!(steady.spec, expected, "the demo's spec with the default timing and load check");
     }
 
     fn seconds(p99s: &[(f64, f64)]) -> Vec<Sample> {

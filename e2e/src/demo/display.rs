@@ -140,6 +140,13 @@ pub fn summary(s: &Summary) -> String {
         "  scale-ups {}, scale-downs {}, most replicas {}, handoffs {} (at most {} in flight)",
         s.scale_ups, s.scale_downs, s.max_replicas, s.handoffs, s.max_handoffs_in_flight
     );
+    if s.breaches_held > 0 {
+        let _ = writeln!(
+            out,
+            "  breaches held because the processes kept up with their records: {}",
+            s.breaches_held
+        );
+    }
     let _ = writeln!(
         out,
         "  first decision after the breach began: {}; p99 back under the target {} after {} (worst second after that {})",
