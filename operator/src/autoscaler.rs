@@ -512,7 +512,8 @@ impl Autoscaler {
         let latency_breach = o.p99.is_some_and(|p99| p99 > p.target);
         let busiest = o.busiest_cpu.iter().copied().fold(0.0, f64::max);
         // Without the CPU time of every pod read, or without any lag, the pods may be
-        // loaded: a breach is then theirs, as it is without this rule.
+        // loaded: a breach is then theirs, as it is without this rule (and a step down
+        // cannot be checked).
         let load_known = !o.busiest_cpu.is_empty() && o.busiest_cpu.len() >= o.pods_read;
         let loaded = !p.only_when_loaded
             || !load_known
@@ -620,7 +621,7 @@ impl Autoscaler {
                 d.message = format!(
                     "{seen} for {lasted}s: fewer pods would do, but {replicas} is the fewest allowed"
                 );
-            } else if o.busiest_cpu.len() < o.pods_read || o.busiest_cpu.is_empty() {
+            } else if !load_known {
                 d.reason = Reason::LoadUnknown;
                 d.message = format!(
                     "{seen}: the pods' CPU time is not known, so a step down cannot be checked"

@@ -226,9 +226,8 @@ struct Memory {
     last_scale: Option<SystemTime>,
     last_decision: Option<String>,
     recommended: Option<i32>,
-    frozen: bool,
-    /// Holding a breach the pods keep up with.
-    unloaded: bool,
+    /// The action of the hold announced last (`Freeze`, `Hold`), while it lasts.
+    held: Option<&'static str>,
     report: Option<Report>,
 }
 
@@ -314,37 +313,31 @@ async fn act_on<E: Endpoints, A: Actuator, F: Fetch>(
         shard.metrics.observed_p99(ns, name, p99);
     }
     let acting = !config.paused && config.mode != AutoscalingMode::Off;
-    let freezing =
-        acting && decision.reason.is_freeze() && decision.reason != Reason::AwaitingSamples;
-    if freezing && !memory.frozen {
-        tracing::warn!(shard = name, reason = decision.reason.label(), message = %decision.message, "autoscaler frozen");
+    // A freeze on missing signals, and a breach that is not the pods' (nothing is scaled,
+    // so no decision's Event tells people why the p99 stays above the target), are each
+    // said once, when they begin.
+    let held = match decision.reason {
+        _ if !acting => None,
+        Reason::AwaitingSamples => None,
+        r if r.is_freeze() => Some("Freeze"),
+        Reason::PodsNotLoaded => Some("Hold"),
+        _ => None,
+    };
+    if let Some(action) = held
+        && memory.held != held
+    {
+        tracing::warn!(shard = name, reason = decision.reason.label(), action, message = %decision.message, "autoscaler holding");
         shard
             .actuator
             .notify(&Notice {
                 warning: true,
                 reason: decision.reason.label(),
-                action: "Freeze",
+                action,
                 note: decision.message.clone(),
             })
             .await;
     }
-    memory.frozen = freezing;
-    // A breach that is not the pods' is said once, when it begins: nothing is scaled, so
-    // no decision's Event tells people why the p99 stays above the target.
-    let unloaded = acting && decision.reason == Reason::PodsNotLoaded;
-    if unloaded && !memory.unloaded {
-        tracing::warn!(shard = name, message = %decision.message, "autoscaler holding a breach the pods keep up with");
-        shard
-            .actuator
-            .notify(&Notice {
-                warning: true,
-                reason: decision.reason.label(),
-                action: "Hold",
-                note: decision.message.clone(),
-            })
-            .await;
-    }
-    memory.unloaded = unloaded;
+    memory.held = held;
 
     let desired = match autoscaler::act(config.mode, config.paused, &decision) {
         Act::Scale(n) => match shard.actuator.scale(n).await {
