@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use gameshard_control::{Message, ShardLog};
 use gameshard_crds::GameShard;
+use gameshard_operator::cpu_limit::CpuLimits;
 use gameshard_operator::local::{self, Local, Scale, Status};
 use gameshard_operator::signals::Histogram;
 use gameshard_operator::topics::RdKafka;
@@ -79,6 +80,9 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// Check every update against the model at the end.
     pub check: bool,
+    /// Cores each data-plane process may use, enforced with a cgroup CPU quota as a
+    /// pod's `limits.cpu` is on a node; unlimited when `None`.
+    pub pod_cpu: Option<f64>,
 }
 
 /// A phase's figures.
@@ -167,6 +171,8 @@ pub struct Summary {
     pub broker_warm: bool,
     /// Seconds the run took, from the broker's start to the check's end.
     pub wall_s: f64,
+    /// Cores each data-plane process was limited to, if it was.
+    pub pod_cpu: Option<f64>,
 }
 
 /// A sample's `t` at `now`: seconds since the first phase began. Before it, whose start
@@ -228,6 +234,11 @@ pub fn run(
     if let Some(n) = options.start_replicas {
         scale.set(n);
     }
+    let cpu_limits = options
+        .pod_cpu
+        .map(|cores| CpuLimits::new(cores).map(Arc::new))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("pod CPU limit: {e}"))?;
     let local = Local::new(
         local::Options {
             file: file.clone(),
@@ -235,6 +246,7 @@ pub fn run(
             bootstrap: Some(bootstrap.to_owned()),
             logs: options.work_dir.join("pods"),
             extra_args: options.dataplane_args.clone(),
+            cpu_limits,
         },
         RdKafka::default(),
         Arc::clone(&status),
@@ -472,6 +484,7 @@ fn summarize(
         target_p99_ms: target,
         p99_source: "data planes' gameshard_event_latency_seconds histogram deltas, summed over the processes (record timestamp, the time the record was due, to update handed to the producer)",
         p99_recovery_from: "the raid's end",
+        pod_cpu: options.pod_cpu,
         ..Summary::default()
     };
     let mut start = 0.0;

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod assignment;
 pub mod autoscaler;
 pub mod controller;
+pub mod cpu_limit;
 pub mod desired;
 pub mod handoff;
 pub mod http;

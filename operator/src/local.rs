@@ -32,6 +32,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::cpu_limit::CpuLimits;
 use crate::desired;
 use crate::handoff::{self, Driver, Seen, Target};
 use crate::http;
@@ -63,6 +64,8 @@ pub struct Options {
     pub logs: PathBuf,
     /// Extra arguments for every data plane, after the ones the file gives.
     pub extra_args: Vec<String>,
+    /// A CPU limit for every data plane, as a pod's `limits.cpu` is on a node.
+    pub cpu_limits: Option<Arc<CpuLimits>>,
 }
 
 /// One data-plane process as the status shows it.
@@ -423,6 +426,9 @@ impl<K: Kafka> Local<K> {
             if gone {
                 tracing::info!(pod = %name, "data-plane process removed");
                 self.pods.remove(&name);
+                if let Some(limits) = &self.options.cpu_limits {
+                    limits.remove(&name);
+                }
                 continue;
             }
             match pod.terminating {
@@ -538,7 +544,7 @@ fn start(
         .create(true)
         .append(true)
         .open(options.logs.join(format!("{name}.log")))?;
-    Command::new(&options.dataplane)
+    let mut child = Command::new(&options.dataplane)
         .args(pod_args(shard, name, index, port, cpus))
         .args(&options.extra_args)
         .env("POD_NAME", name)
@@ -546,7 +552,14 @@ fn start(
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
-        .spawn()
+        .spawn()?;
+    if let (Some(limits), Some(pid)) = (&options.cpu_limits, child.id())
+        && let Err(e) = limits.apply(name, pid)
+    {
+        let _ = child.start_kill();
+        return Err(std::io::Error::new(e.kind(), format!("limiting its CPU: {e}")));
+    }
+    Ok(child)
 }
 
 fn signal(pod: &Pod, signal: Signal) {

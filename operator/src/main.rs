@@ -140,6 +140,7 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         bootstrap: args.bootstrap_servers,
         logs: args.logs,
         extra_args: Vec::new(),
+        cpu_limits: None,
     };
     let status = Arc::default();
     let scale = Arc::default();

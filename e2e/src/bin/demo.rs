@@ -55,6 +55,10 @@ struct Args {
     /// The gameshard-dataplane binary (default: next to this one).
     #[arg(long)]
     dataplane: Option<PathBuf>,
+    /// Cores each data-plane process may use, enforced with a cgroup CPU quota as a
+    /// pod's `limits.cpu` is on a node (default: unlimited).
+    #[arg(long, value_name = "CORES")]
+    pod_cpu: Option<f64>,
     /// Skip the model check at the end (a long steady run's updates take memory).
     #[arg(long)]
     no_check: bool,
@@ -111,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         start_replicas: None,
         work_dir: work_dir.clone(),
         check: !args.no_check,
+        pod_cpu: args.pod_cpu,
     };
     eprintln!("starting Apache Kafka on loopback...");
     let Some(broker) = Broker::start()? else {

@@ -156,6 +156,12 @@ pub fn summary(s: &Summary) -> String {
         ms(s.max_p99_ms_1s_after_recovery)
     );
     let _ = writeln!(out, "  p99 measured from: {}", s.p99_source);
+    if let Some(cores) = s.pod_cpu {
+        let _ = writeln!(
+            out,
+            "  each data-plane process limited to {cores} cores (a cgroup CPU quota)"
+        );
+    }
     let _ = writeln!(
         out,
         "  broker warmed for {:.1} s before the shard started{}",
