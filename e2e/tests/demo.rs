@@ -118,11 +118,13 @@ fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_tim
     // Each process is limited to a fifth of a core (a cgroup CPU quota, as a pod's
     // `limits.cpu` is on a node), which the calm load stays far under and the raid
     // exceeds: the pod falls behind and the raid's latency grows for as long as it has
-    // too little CPU. Without a limit a process on this machine keeps up with the raid,
-    // and whether its seconds pass the target is the shared cores' noise (one run's
-    // stayed at 28 to 98 ms, another's reached 500 ms). The load check is on, as by
-    // default: a step up comes only from pods that are loaded (busy or behind). The up window is one
-    // 2 s interval; the window's length is the policy's unit tests' to check. Rates are
+    // too little CPU. A debug process so limited handled 5,000 to 9,000 events/s, and
+    // two of them about 20,000: the raid's 15,000 needs the second one. Without a
+    // limit a process on this machine keeps up with the raid, and whether its seconds
+    // pass the target is the shared cores' noise (one run's stayed at 28 to 98 ms,
+    // another's reached 500 ms). The load check is on, as by default: a step up comes
+    // only from pods that are loaded (busy or behind). The up window is one 2 s
+    // interval; the window's length is the policy's unit tests' to check. Rates are
     // small enough that the model check stays short.
     let shard = shard(&[
         ("p99TargetMs: 50", "p99TargetMs: 300"),
@@ -134,7 +136,7 @@ fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_tim
         Duration::from_secs(20),
         Duration::from_secs(30),
         1_000.0,
-        80_000.0,
+        15_000.0,
     );
     let Some(s) = run_watching("spike", shard, phases, None, Some(POD_CPU), |_, _, _| {}) else {
         return;
