@@ -141,7 +141,6 @@ fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_tim
     let Some(s) = run_watching("spike", shard, phases, None, Some(POD_CPU), |_, _, _| {}) else {
         return;
     };
-    assert_eq!(s.pod_cpu, Some(POD_CPU));
     // Calm's p99 itself is left to the machine's noise (other processes share its two
     // cores); what matters is that nothing scaled before the raid.
     let raid_start = s.phases[1].start_s;

@@ -78,12 +78,6 @@ impl CpuLimits {
     pub fn remove(&self, name: &str) {
         let _ = fs::remove_dir(self.dir.join(name));
     }
-
-    /// Times the processes in group `name` were held back for their quota, if known.
-    pub fn throttled(&self, name: &str) -> Option<u64> {
-        let stat = fs::read_to_string(self.dir.join(name).join("cpu.stat")).ok()?;
-        stat.lines().find_map(|l| l.strip_prefix("nr_throttled ")?.trim().parse().ok())
-    }
 }
 
 impl Drop for CpuLimits {
