@@ -114,29 +114,34 @@ fn assert_exact(s: &Summary) {
 }
 
 #[test]
-fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_time() {
+fn a_spike_that_breaches_the_target_adds_pods_and_moves_partitions_one_at_a_time() {
     // Each process is limited to a fifth of a core (a cgroup CPU quota, as a pod's
     // `limits.cpu` is on a node), which the calm load stays far under and the raid
-    // exceeds: the pod falls behind and the raid's latency grows for as long as it has
-    // too little CPU. A debug process so limited handled 5,000 to 9,000 events/s, and
-    // two of them about 20,000: the raid's 15,000 needs the second one. Without a
-    // limit a process on this machine keeps up with the raid, and whether its seconds
-    // pass the target is the shared cores' noise (one run's stayed at 28 to 98 ms,
-    // another's reached 500 ms). The load check is on, as by default: a step up comes
-    // only from pods that are loaded (busy or behind). The up window is one 2 s
-    // interval; the window's length is the policy's unit tests' to check. Rates are
-    // small enough that the model check stays short.
+    // exceeds twice over: a debug process so limited handles about 10,000 events/s
+    // here, and two of them handled 15,000 on the CI machine with little to spare. One
+    // pod falls behind and the raid's latency grows for as long as it has too little
+    // CPU; with four, one partition each, every pod has half of what it can do. The step
+    // grows with the breach (up to three pods at once), so the shard reaches the pods
+    // that carry the raid in one step. Without a limit a process keeps up with the
+    // raid, and whether its seconds pass the target is the shared cores' noise (one
+    // run's stayed at 28 to 98 ms, another's reached 500 ms). The load check is on, as
+    // by default: a step up comes only from pods that are loaded (busy or behind). The
+    // up window is the example's three intervals: a limited process's start-up has
+    // single seconds above the target (491 and 969 ms, two seconds apart, in one run),
+    // which a one-interval window would take for a breach. Rates are small enough that
+    // the model check stays short.
     let shard = shard(&[
         ("p99TargetMs: 50", "p99TargetMs: 300"),
-        ("scaleUpWindowSeconds: 6", "scaleUpWindowSeconds: 2"),
         ("scaleUpOnlyWhenLoaded: false", "scaleUpOnlyWhenLoaded: true"),
+        ("maxReplicas: 2", "maxReplicas: 4"),
+        ("maxStep: 1", "maxStep: 3"),
     ]);
     let phases = demo::spike(
         Duration::from_secs(10),
         Duration::from_secs(20),
         Duration::from_secs(30),
         1_000.0,
-        15_000.0,
+        20_000.0,
     );
     let Some(s) = run_watching("spike", shard, phases, None, Some(POD_CPU), |_, _, _| {}) else {
         return;
@@ -150,7 +155,7 @@ fn a_spike_that_breaches_the_target_adds_a_pod_and_moves_partitions_one_at_a_tim
     assert!(peak > s.target_p99_ms, "the raid breaches the target: {peak} ms");
     assert!(s.scale_ups >= 1 && s.max_replicas >= 2, "the shard scaled up: {s:?}");
     assert!(s.first_decision_after_breach_s.is_some(), "a breach led to the step");
-    assert!(s.handoffs >= 2, "partitions moved to the new pod: {}", s.handoffs);
+    assert!(s.handoffs >= 2, "partitions moved to the new pods: {}", s.handoffs);
     assert_eq!(s.max_handoffs_in_flight, 1, "one partition at a time");
     assert!(s.p99_recovery_s.is_some(), "the p99 came back under the target after the raid");
     assert_exact(&s);
