@@ -555,12 +555,17 @@ fn breach_start(samples: &[Sample], at: f64, target: f64, interval: usize) -> Op
 }
 
 /// From `raid_end` to the one-second p99 back under `target` for [`RECOVERED`]
-/// seconds in a row (or the rest of the run), and the largest one-second p99 after
-/// that.
+/// seconds in a row, and the largest one-second p99 after that. A second without an
+/// update counts as under the target only when no load was offered in it: otherwise the
+/// shard is stalled, not recovered.
 fn recovery(samples: &[Sample], raid_end: f64, target: f64) -> (Option<f64>, Option<f64>) {
     let after: Vec<&Sample> = samples.iter().filter(|s| s.t > raid_end).collect();
-    let under = |s: &&Sample| s.p99_ms.is_none_or(|p| p <= target);
-    let back = (0..after.len()).find(|&i| after[i..].iter().take(RECOVERED).all(under));
+    let under = |s: &&Sample| match s.p99_ms {
+        Some(p) => p <= target,
+        None => s.offered <= 0.0,
+    };
+    let back = (0..after.len())
+        .find(|&i| after.len() - i >= RECOVERED && after[i..].iter().take(RECOVERED).all(under));
     let recovered = match back {
         Some(0) => Some(0.0),
         // The end of the last second above it.
@@ -726,12 +731,35 @@ mod tests {
     }
 
     #[test]
-    fn a_p99_under_the_target_at_the_raids_end_is_back_at_once_and_one_above_at_the_end_never_is() {
-        assert_eq!(
-            recovery(&seconds(&[(35.8, 9.0), (36.8, 8.0)]), 35.0, 50.0),
-            (Some(0.0), Some(9.0))
-        );
+    fn a_p99_under_the_target_from_the_raids_end_is_back_at_once_and_one_above_at_the_end_never_is()
+    {
+        let under = [(35.8, 9.0), (36.8, 8.0), (37.8, 7.0), (38.8, 9.5), (39.8, 8.0)];
+        assert_eq!(recovery(&seconds(&under), 35.0, 50.0), (Some(0.0), Some(9.5)));
+        let mut above_last = under.to_vec();
+        above_last.push((40.8, 80.0));
+        // Back at once; the later second over the target is the worst after that.
+        assert_eq!(recovery(&seconds(&above_last), 35.0, 50.0), (Some(0.0), Some(80.0)));
         assert_eq!(recovery(&seconds(&[(35.8, 9.0), (36.8, 80.0)]), 35.0, 50.0).0, None);
         assert_eq!(recovery(&[], 35.0, 50.0), (None, None));
+    }
+
+    #[test]
+    fn fewer_seconds_under_the_target_than_a_recovery_needs_at_the_end_of_the_run_are_not_one() {
+        let samples = seconds(&[(35.8, 300.0), (36.8, 9.0), (37.8, 8.0), (38.8, 7.0), (39.8, 6.0)]);
+        assert_eq!(recovery(&samples, 35.0, 50.0), (None, None));
+    }
+
+    #[test]
+    fn a_second_without_updates_is_under_the_target_only_when_no_load_was_offered() {
+        let mut stalled = seconds(&[(35.8, 300.0)]);
+        stalled.extend((1..=5).map(|i| Sample {
+            t: 35.8 + f64::from(i),
+            offered: 1_000.0,
+            ..Sample::default()
+        }));
+        assert_eq!(recovery(&stalled, 35.0, 50.0).0, None, "offered load, no update: stalled");
+        let mut idle = seconds(&[(35.8, 300.0)]);
+        idle.extend((1..=5).map(|i| Sample { t: 35.8 + f64::from(i), ..Sample::default() }));
+        assert_eq!(recovery(&idle, 35.0, 50.0).0, Some(0.8), "no load offered: nothing late");
     }
 }

@@ -63,7 +63,7 @@ impl CpuLimits {
         create(&group)?;
         match self.version {
             Version::V2 => {
-                fs::write(group.join("cpu.max"), format!("{} {PERIOD_US}", self.quota_us))?
+                fs::write(group.join("cpu.max"), format!("{} {PERIOD_US}", self.quota_us))?;
             }
             Version::V1 => {
                 fs::write(group.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;

@@ -78,6 +78,11 @@ impl Dataplane {
         text
     }
 
+    /// Where its admin server (`/metrics`, `/status`) listens.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
     /// `GET path` on the admin server: status code and body.
     pub fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         get(self.admin, path)
