@@ -564,8 +564,7 @@ fn recovery(samples: &[Sample], raid_end: f64, target: f64) -> (Option<f64>, Opt
         Some(p) => p <= target,
         None => s.offered <= 0.0,
     };
-    let back = (0..after.len())
-        .find(|&i| after.len() - i >= RECOVERED && after[i..].iter().take(RECOVERED).all(under));
+    let back = after.windows(RECOVERED).position(|w| w.iter().all(under));
     let recovered = match back {
         Some(0) => Some(0.0),
         // The end of the last second above it.

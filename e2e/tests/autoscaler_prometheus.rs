@@ -22,11 +22,11 @@ use gameshard_dataplane::metrics::{Metrics, PartitionState};
 use gameshard_e2e::harness::prometheus::Prometheus;
 use gameshard_engine::World;
 use gameshard_engine::spec::SpecWorld;
-use gameshard_operator::autoscaler::{self, Reason, Signal};
+use gameshard_operator::autoscaler::{self, Reason};
 use gameshard_operator::scaler::{
     self, Actuator, Config, Endpoints, Notice, Pacing, Report, Shard,
 };
-use gameshard_operator::signals::{Endpoint, HttpClient, PrometheusSource, Source};
+use gameshard_operator::signals::{Endpoint, HttpClient};
 
 /// Seconds between two evaluations, and the `rate` window.
 const INTERVAL: u64 = 3;
@@ -253,27 +253,6 @@ impl Spinner {
     }
 }
 
-/// Waits until Prometheus has a rate for every pod.
-async fn wait_for_rates(prometheus: &Prometheus, pods: &[Endpoint]) {
-    let matchers = BTreeMap::from([("shard".to_owned(), "zone".to_owned())]);
-    let window = Duration::from_secs(INTERVAL);
-    let mut probe = PrometheusSource::new(HttpClient::new(), &prometheus.url(), &matchers, window);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Signal::Observed(o) = probe.read(pods, Duration::ZERO).await
-            && o.pods_read == pods.len()
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no rates in Prometheus: {}",
-            prometheus.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn loop_for(fleet: &Fleet, steps: &Steps, config: Config) -> scaler::Handle {
     let shard = Shard {
         namespace: "game".to_owned(),
@@ -296,7 +275,7 @@ async fn the_autoscaler_decides_the_same_from_prometheus_as_from_the_pods() {
         return;
     };
     let spinner = Spinner::start();
-    wait_for_rates(&prometheus, &fleet.pods).await;
+    prometheus.wait_for_rates("zone", &fleet.pods, Duration::from_secs(INTERVAL)).await;
     let (scraped_steps, queried_steps) = (Steps::default(), Steps::default());
     let scraping = loop_for(&fleet, &scraped_steps, spec(None));
     let from_prometheus = PrometheusSpec {

@@ -47,7 +47,7 @@ fn policy(p99_target_ms: f64) -> Policy {
 fn dataplane(zone: &Zone, partitions: &str) -> Dataplane {
     let mut args = zone.args(&[]);
     let at = args.iter().position(|a| a == "--partitions").expect("the partitions flag");
-    args[at + 1] = partitions.to_owned();
+    partitions.clone_into(&mut args[at + 1]);
     let mut dp = zone.start_dataplane(&args).expect("the data plane starts");
     dp.wait_ready(Duration::from_secs(30)).expect("the data plane is ready");
     dp
@@ -92,21 +92,10 @@ async fn prometheus_and_the_pods_own_metrics_give_the_same_decisions_on_real_dat
     let mut queried =
         PrometheusSource::new(HttpClient::new(), &prometheus.url(), &matchers, window);
     let mut scraped = PodScraper::new(HttpClient::new());
+    prometheus.wait_for_rates(zone.name(), &pods, window).await;
     let start = tokio::time::Instant::now();
-    // Until Prometheus has a rate for both pods; the scrape's first read is its baseline.
-    loop {
-        let now = start.elapsed();
-        let (q, _) = tokio::join!(queried.read(&pods, now), scraped.read(&pods, now));
-        if matches!(&q, Signal::Observed(o) if o.pods_read == pods.len() && o.p99.is_some()) {
-            break;
-        }
-        assert!(
-            now < Duration::from_secs(60),
-            "no rates in Prometheus: {q:?}\n{}",
-            prometheus.log_text()
-        );
-        tokio::time::sleep(window).await;
-    }
+    // The scrape's first read is its baseline.
+    scraped.read(&pods, start.elapsed()).await;
 
     let (tight, loose) = (policy(0.05), policy(60_000.0));
     let mut scalers = [

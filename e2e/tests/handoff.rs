@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use gameshard_control::{Acquired, Assignment, Message, Move, PodPartitions, Release};
+use gameshard_dataplane::kafka::snapshots::{CHUNK_KEY, ID_HEADER, MANIFEST_KEY, Manifest};
 use gameshard_e2e::harness::dataplane::Dataplane;
 use gameshard_e2e::harness::kafka::{self, Outgoing};
 use gameshard_e2e::harness::zone::{self, DeadLetters, Zone};
@@ -308,24 +309,19 @@ fn late_snapshot_of_epoch_1(zone: &Zone) {
     let part: Vec<_> = records.iter().filter(|r| r.partition == 1).collect();
     let (at, manifest) = part
         .iter()
-        .filter(|r| r.key == b"manifest")
-        .filter_map(|r| {
-            Some((r.offset, serde_json::from_slice::<serde_json::Value>(&r.value).ok()?))
-        })
-        .rfind(|(_, m)| m["epoch"] == 1)
+        .filter(|r| r.key == MANIFEST_KEY)
+        .filter_map(|r| Some((r.offset, serde_json::from_slice::<Manifest>(&r.value).ok()?)))
+        .rfind(|(_, m)| m.epoch == 1)
         .expect("a wrote a snapshot of partition 1 in epoch 1");
-    let id = manifest["id"].to_string();
-    let first = manifest["first_offset"].as_i64().expect("first_offset");
+    let id = manifest.id.to_string();
     let chunks: Vec<_> = part
         .iter()
-        .filter(|r| r.offset >= first && r.offset < at && r.key == b"chunk")
-        .filter(|r| r.headers.get("gameshard-snapshot").map(Vec::as_slice) == Some(id.as_bytes()))
+        .filter(|r| r.offset >= manifest.first_offset && r.offset < at && r.key == CHUNK_KEY)
+        .filter(|r| r.headers.get(ID_HEADER).map(Vec::as_slice) == Some(id.as_bytes()))
         .collect();
-    assert_eq!(chunks.len() as u64, manifest["chunks"].as_u64().expect("chunks"), "its chunks");
+    assert_eq!(chunks.len(), manifest.chunks as usize, "its chunks");
     let end = kafka::high_watermarks(&zone.bootstrap(), &topic, 4).expect("ends")[1];
-    let mut late = manifest.clone();
-    late["first_offset"] = end.into();
-    let late = serde_json::to_vec(&late).expect("manifest");
+    let late = serde_json::to_vec(&Manifest { first_offset: end, ..manifest }).expect("manifest");
     let headers: Vec<Vec<(&str, &[u8])>> = chunks
         .iter()
         .map(|c| c.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect())
@@ -333,9 +329,9 @@ fn late_snapshot_of_epoch_1(zone: &Zone) {
     let mut out: Vec<Outgoing<'_>> = chunks
         .iter()
         .zip(&headers)
-        .map(|(c, h)| Outgoing { key: Some(b"chunk"), headers: h, ..Outgoing::value(1, &c.value) })
+        .map(|(c, h)| Outgoing { key: Some(CHUNK_KEY), headers: h, ..Outgoing::value(1, &c.value) })
         .collect();
-    out.push(Outgoing { key: Some(b"manifest"), ..Outgoing::value(1, &late) });
+    out.push(Outgoing { key: Some(MANIFEST_KEY), ..Outgoing::value(1, &late) });
     // In order: the manifest after its chunks.
     let w = kafka::Writer::with(&zone.bootstrap(), &[("enable.idempotence", "true")])
         .expect("producer");

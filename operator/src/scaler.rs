@@ -558,17 +558,20 @@ mod tests {
     }
 
     fn config(mode: AutoscalingMode) -> Config {
-        Config::new("zone", &LatencySpec { p99_target_ms: 2.0 }, &autoscaling(mode, 8), false, 2, 8)
+        configured(mode, 2.0, 8)
     }
 
-    fn autoscaling(mode: AutoscalingMode, max: i32) -> AutoscalingSpec {
-        AutoscalingSpec {
+    /// A shard of 2 pods over 8 partitions in `mode`, with the target `p99_target_ms`
+    /// and at most `max` pods.
+    fn configured(mode: AutoscalingMode, p99_target_ms: f64, max: i32) -> Config {
+        let spec = AutoscalingSpec {
             mode,
             scale_up_window_seconds: 10,
             cooldown_seconds: 0,
             max_replicas: Some(max),
             ..AutoscalingSpec::default()
-        }
+        };
+        Config::new("zone", &LatencySpec { p99_target_ms }, &spec, false, 2, 8)
     }
 
     fn start(mode: AutoscalingMode) -> (Handle, Pages, Recorder) {
@@ -634,12 +637,6 @@ mod tests {
         assert_eq!(recorder.0.lock().unwrap().len(), 1, "and does nothing");
     }
 
-    /// [`config`] in `Auto` with the target `p99_target_ms` and at most `max` pods.
-    fn config_with(p99_target_ms: f64, max: i32) -> Config {
-        let spec = autoscaling(AutoscalingMode::Auto, max);
-        Config::new("zone", &LatencySpec { p99_target_ms }, &spec, false, 2, 8)
-    }
-
     #[tokio::test]
     async fn a_new_target_and_new_bounds_take_effect_at_the_next_evaluation() {
         let (handle, pages, recorder) = start(AutoscalingMode::Auto);
@@ -647,12 +644,12 @@ mod tests {
         handle.tick(Duration::from_secs(15)).await.unwrap();
         // Half the updates in 1 to 5 ms: a p99 of about 4.9 ms, over the 2 ms target but
         // under a new one of 8 ms (and not under half of it).
-        handle.update(config_with(8.0, 8));
+        handle.update(configured(AutoscalingMode::Auto, 8.0, 8));
         set(&pages, page(50, 50));
         let r = handle.tick(Duration::from_secs(30)).await.unwrap();
         assert_eq!((r.decision.reason, r.desired), (Reason::WithinTarget, Some(2)));
         // Back to 2 ms with at most 3 pods: the step (2 to 4) stops at the new bound.
-        handle.update(config_with(2.0, 3));
+        handle.update(configured(AutoscalingMode::Auto, 2.0, 3));
         set(&pages, page(100, 100));
         let r = handle.tick(Duration::from_secs(45)).await.unwrap();
         assert_eq!((r.decision.reason, r.desired), (Reason::LatencyAboveTarget, Some(3)));

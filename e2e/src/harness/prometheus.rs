@@ -2,6 +2,7 @@
 //! fixed list of targets with a generated configuration, into its own temporary
 //! storage.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use gameshard_operator::autoscaler::Signal;
+use gameshard_operator::signals::{Endpoint, HttpClient, PrometheusSource, Source};
 
 use super::broker::free_port;
 use super::tools;
@@ -63,6 +66,23 @@ impl Prometheus {
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Waits until its answers give a rate for every one of `pods` of shard `shard`
+    /// over `window`, as the autoscaler's Prometheus source reads them.
+    pub async fn wait_for_rates(&self, shard: &str, pods: &[Endpoint], window: Duration) {
+        let matchers = BTreeMap::from([("shard".to_owned(), shard.to_owned())]);
+        let mut probe = PrometheusSource::new(HttpClient::new(), &self.url(), &matchers, window);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Signal::Observed(o) = probe.read(pods, Duration::ZERO).await
+                && o.pods_read == pods.len()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no rates in Prometheus: {}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// The folder of its configuration, log and storage.
