@@ -135,7 +135,8 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         warmup: false,
         ..load
     };
-    let Latency { offered, histogram, in_process } = bench.latency(&mut workload, &load, passes)?;
+    let Latency { offered, arrivals, in_process } = bench.latency(&mut workload, &load, passes)?;
+    let histogram = &arrivals.all;
     let hop = broker_hop(&bench.brokers)?;
 
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -160,9 +161,14 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         "latency_rate": offered_rate.round(),
         "latency_offered_events": offered.events,
         "latency_updates": histogram.len(),
-        "p50_ms": ms(&histogram, 0.5),
-        "p99_ms": ms(&histogram, 0.99),
-        "p999_ms": ms(&histogram, 0.999),
+        "p50_ms": ms(histogram, 0.5),
+        "p99_ms": ms(histogram, 0.99),
+        "p999_ms": ms(histogram, 0.999),
+        "p99_ms_by_second": arrivals
+            .seconds
+            .iter()
+            .map(|h| (!h.is_empty()).then(|| round(ms(h, 0.99), 1)))
+            .collect::<Vec<_>>(),
         "dataplane_event_p50_ms": InProcess::ms(in_process.event.as_ref(), 0.5),
         "dataplane_event_p99_ms": InProcess::ms(in_process.event.as_ref(), 0.99),
         "dataplane_pipeline_p50_ms": InProcess::ms(in_process.pipeline.as_ref(), 0.5),
@@ -271,21 +277,21 @@ impl Bench {
         let mut dp = Dataplane::start(&dataplane_args(&self.brokers, &BATCH, self.partitions))?;
         dp.wait_ready(Duration::from_secs(60))?;
         self.cpu.start(procfs::child_named("gameshard-dataplane"));
-        let (offered, histogram) =
+        let (offered, arrivals) =
             latency_run(&mut dp, workload, load, first_pass, self.partitions)?;
         self.phase("latency");
         let (_, page) = dp.get("/metrics")?;
         self.keep_rss(&dp)?;
         stop(&mut dp)?;
-        Ok(Latency { offered, histogram, in_process: InProcess::read(&page) })
+        Ok(Latency { offered, arrivals, in_process: InProcess::read(&page) })
     }
 }
 
 /// What the latency run measured.
 struct Latency {
     offered: loadgen::Produced,
-    /// Each update's latency at a consumer of the output topic, in microseconds.
-    histogram: Histogram<u64>,
+    /// Each update's latency at a consumer of the output topic.
+    arrivals: Arrivals,
     /// The data plane's own latency histograms over the run.
     in_process: InProcess,
 }
@@ -418,7 +424,7 @@ fn latency_run(
     load: &Load,
     first_pass: u64,
     partitions: i32,
-) -> anyhow::Result<(loadgen::Produced, Histogram<u64>)> {
+) -> anyhow::Result<(loadgen::Produced, Arrivals)> {
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (b, stop) = (load.brokers.clone(), Arc::clone(&stop));
@@ -429,8 +435,8 @@ fn latency_run(
     dp.wait_committed(&ends(&load.brokers, partitions)?, Duration::from_secs(600))?;
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Relaxed);
-    let histogram = reader.join().map_err(|_| anyhow::anyhow!("the latency reader panicked"))??;
-    Ok((offered, histogram))
+    let arrivals = reader.join().map_err(|_| anyhow::anyhow!("the latency reader panicked"))??;
+    Ok((offered, arrivals))
 }
 
 /// The input topic's high watermarks as (partition, offset) targets.
@@ -582,16 +588,41 @@ fn broker_hop(brokers: &str) -> anyhow::Result<Histogram<u64>> {
     Ok(histogram)
 }
 
+/// Each update's latency at a consumer of the output topic, in microseconds: over the
+/// whole run, and over each second of it, so that a start-up transient and a steady
+/// backlog tell apart.
+struct Arrivals {
+    all: Histogram<u64>,
+    /// Second `i` holds the updates that arrived `i` to `i + 1` s after the first one.
+    seconds: Vec<Histogram<u64>>,
+}
+
+impl Arrivals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self { all: Histogram::new_with_bounds(1, 600_000_000, 3)?, seconds: Vec::new() })
+    }
+
+    /// Records latency `us` of an update that arrived `since_first` after the first one.
+    fn record(&mut self, since_first: Duration, us: u64) {
+        let second = since_first.as_secs() as usize;
+        while self.seconds.len() <= second {
+            self.seconds.push(Histogram::new_from(&self.all));
+        }
+        self.all.saturating_record(us);
+        self.seconds[second].saturating_record(us);
+    }
+}
+
 /// Reads updates arriving on `topic` from now on and records, for each, the time since
-/// its source record's timestamp, in microseconds. Both framings: every update, alone
-/// or a line of a batch, carries one `"src_ts":` field, found without parsing the JSON,
-/// so that the reader takes little of the CPU it measures.
+/// its source record's timestamp. Both framings: every update, alone or a line of a
+/// batch, carries one `"src_ts":` field, found without parsing the JSON, so that the
+/// reader takes little of the CPU it measures.
 fn latencies(
     brokers: &str,
     topic: &str,
     partitions: i32,
     stop: &AtomicBool,
-) -> anyhow::Result<Histogram<u64>> {
+) -> anyhow::Result<Arrivals> {
     let args = dataplane_settings(brokers, "latency")?;
     let consumer: BaseConsumer = gameshard_dataplane::kafka::setup::consumer(&args)
         .set("statistics.interval.ms", "0")
@@ -601,16 +632,18 @@ fn latencies(
         tpl.add_partition_offset(topic, p, Offset::End)?;
     }
     consumer.assign(&tpl)?;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut arrivals = Arrivals::new()?;
+    let mut first = None;
     while !stop.load(Relaxed) {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
         let m = message?;
         let now_us = kafka::now_us();
+        let since_first = first.get_or_insert_with(Instant::now).elapsed();
         for ts in src_timestamps(m.payload().unwrap_or_default()) {
-            histogram.saturating_record(now_us.saturating_sub(ts * 1000).max(1) as u64);
+            arrivals.record(since_first, now_us.saturating_sub(ts * 1000).max(1) as u64);
         }
     }
-    Ok(histogram)
+    Ok(arrivals)
 }
 
 /// The values of every `"src_ts":` field in `bytes`.
@@ -691,7 +724,11 @@ pub fn restore(players: u32) -> anyhow::Result<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::src_timestamps;
+    use std::time::Duration;
+
+    use hdrhistogram::Histogram;
+
+    use super::{Arrivals, src_timestamps};
 
     #[test]
     fn source_timestamps_are_found_in_both_framings() {
@@ -700,5 +737,18 @@ mod tests {
         let batch = [entity.as_slice(), b"\n", &entity[..entity.len() - 3], b"42}"].concat();
         assert_eq!(src_timestamps(&batch).collect::<Vec<_>>(), [17, 42]);
         assert_eq!(src_timestamps(b"{}").count(), 0);
+    }
+
+    #[test]
+    fn arrivals_are_kept_per_second_of_the_run() {
+        let mut arrivals = Arrivals::new().unwrap();
+        arrivals.record(Duration::from_millis(200), 1_000);
+        arrivals.record(Duration::from_millis(900), 3_000);
+        arrivals.record(Duration::from_millis(2_500), 500_000);
+        assert_eq!(arrivals.all.len(), 3);
+        let counts: Vec<u64> = arrivals.seconds.iter().map(Histogram::len).collect();
+        assert_eq!(counts, [2, 0, 1]);
+        assert!(arrivals.seconds[0].max() < 3_100, "{}", arrivals.seconds[0].max());
+        assert!(arrivals.seconds[2].min() > 499_000, "{}", arrivals.seconds[2].min());
     }
 }
