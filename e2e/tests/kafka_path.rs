@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use gameshard_dataplane::kafka::sink::MAX_BATCH_RECORD_BYTES;
 use gameshard_e2e::harness::broker::Broker;
 use gameshard_e2e::harness::kafka;
-use gameshard_e2e::harness::zone::{DeadLetters, Framing, TempDir, Zone};
+use gameshard_e2e::harness::zone::{DeadLetters, Framing, TempDir, UPDATES, Zone};
 use gameshard_e2e::verify;
 
 fn events_in_updates_out(framing: Framing) {
@@ -47,6 +48,39 @@ fn events_in_updates_out_as_the_model_says_and_each_malformed_unit_dead_lettered
 #[test]
 fn batch_framed_updates_give_the_model_state_and_dead_letters_stay_exact() {
     events_in_updates_out(Framing::Batch);
+}
+
+#[test]
+fn batch_framed_records_stay_within_the_brokers_record_limit_when_a_batch_holds_megabytes() {
+    let Some(zone) = Zone::start("path-large", 1).expect("zone starts") else { return };
+    let zone = zone.with_framing(Framing::Batch);
+    // 40,000 players spawned once each, 500 to a record, read into batches of up to
+    // 65,536 events: a batch's updates of the one partition are megabytes of NDJSON.
+    let records: Vec<(i32, Vec<u8>)> = (0..80)
+        .map(|r| {
+            let lines: Vec<String> = (0..500)
+                .map(|i| {
+                    let p = r * 500 + i;
+                    format!(r#"{{"type":"spawn","player":"p{p}","seq":1,"x":{i},"y":2,"z":3}}"#)
+                })
+                .collect();
+            (0, lines.join("\n").into_bytes())
+        })
+        .collect();
+    zone.produce(&records).expect("produce");
+    let mut dp = zone.dataplane(&["--max-batch-events", "65536"]).expect("data plane starts");
+    dp.wait_ready(Duration::from_secs(30)).expect("ready");
+    zone.wait_caught_up(&mut dp, Duration::from_mins(2)).expect("caught up");
+    zone.check(DeadLetters::ExactlyOnce).expect("published what the model says");
+    let output = zone.read(UPDATES).expect("output read");
+    let largest = output.iter().map(|r| r.value.len()).max().expect("output records");
+    assert!(largest <= MAX_BATCH_RECORD_BYTES, "a record of {largest} bytes");
+    assert!(
+        largest > MAX_BATCH_RECORD_BYTES / 2,
+        "the batches filled records well past half the limit: the largest has {largest} bytes"
+    );
+    let status = dp.terminate(Duration::from_secs(20)).expect("exits");
+    assert!(status.success(), "SIGTERM exits 0: {status}\n{}", dp.report());
 }
 
 #[test]

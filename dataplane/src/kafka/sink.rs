@@ -37,8 +37,12 @@ use crate::sink::{Progress, Sink};
 /// How often acknowledged offsets are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
-/// Largest value of a `batch`-framed output record (SPEC section 4).
-pub const MAX_BATCH_RECORD_BYTES: usize = 1024 * 1024;
+/// Largest value of a `batch`-framed output record. The specification allows 1 MiB
+/// (section 4); the value stops short of it so that the record, with its header and
+/// framing, also fits librdkafka's default `message.max.bytes` (1,000,000 bytes) and a
+/// topic's default `max.message.bytes` (1,048,588 bytes for the whole record batch),
+/// which a 1 MiB value would exceed.
+pub const MAX_BATCH_RECORD_BYTES: usize = 960 * 1024;
 
 /// Header that marks a `batch`-framed output record, and its value.
 pub const FRAMING_HEADER: (&str, &str) = ("gameshard-framing", "batch");
