@@ -123,12 +123,12 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
     // The passthrough, the data plane with each framing, and the Kafka Streams peer, each
     // through the same backlog as fast as it goes.
     let passthrough = bench.passthrough(preloaded.records)?;
-    let (entity_applied, entity) = bench.maximum(&ENTITY)?;
-    let (batch_applied, batch) = bench.maximum(&BATCH)?;
+    let entity = bench.maximum(&ENTITY)?;
+    let batch = bench.maximum(&BATCH)?;
     let (kstreams, kstreams_updates) = bench.kstreams(&jar)?;
 
     // Latency at half the maximum rate (batch framing); the broker hop alone.
-    let offered_rate = o.latency_rate.unwrap_or(rate(batch) / 2.0);
+    let offered_rate = o.latency_rate.unwrap_or(rate(batch.committed) / 2.0);
     let load = Load {
         rate: Some(offered_rate),
         events: (offered_rate * o.latency_secs) as u64,
@@ -147,17 +147,20 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         "kafka_version": broker::kafka_version(),
         "events": preloaded.events,
         "records": preloaded.records,
-        "events_per_sec": rate(batch).round(),
-        "entity_events_per_sec": rate(entity).round(),
-        "applied_events_per_sec": rate(batch_applied).round(),
-        "entity_applied_events_per_sec": rate(entity_applied).round(),
+        "events_per_sec": rate(batch.committed).round(),
+        "entity_events_per_sec": rate(entity.committed).round(),
+        "applied_events_per_sec": rate(batch.processed).round(),
+        "entity_applied_events_per_sec": rate(entity.processed).round(),
         "passthrough_events_per_sec": rate(passthrough).round(),
-        "ratio": round(rate(batch) / rate(passthrough), 3),
-        "entity_ratio": round(rate(entity) / rate(passthrough), 3),
+        "ratio": round(rate(batch.committed) / rate(passthrough), 3),
+        "entity_ratio": round(rate(entity.committed) / rate(passthrough), 3),
+        "updates": batch.updates,
+        "entity_updates": entity.updates,
+        "matches_model": true,
         "kstreams_events_per_sec": rate(kstreams).round(),
         "kstreams_updates": kstreams_updates,
         "kstreams_matches_model": true,
-        "speedup_vs_kstreams": round(rate(entity) / rate(kstreams), 2),
+        "speedup_vs_kstreams": round(rate(entity.committed) / rate(kstreams), 2),
         "latency_rate": offered_rate.round(),
         "latency_offered_events": offered.events,
         "latency_updates": histogram.len(),
@@ -214,9 +217,8 @@ impl Bench {
     }
 
     /// The data plane through the whole backlog as fast as it goes, configured as
-    /// `plane`: the time until it has applied every record, and until every input
-    /// offset is committed (every update of every record acknowledged by the broker).
-    fn maximum(&mut self, plane: &Plane) -> anyhow::Result<(Duration, Duration)> {
+    /// `plane`, its output then checked against the reference model.
+    fn maximum(&mut self, plane: &Plane) -> anyhow::Result<Maximum> {
         let ends = ends(&self.brokers, self.partitions)?;
         let mut dp = Dataplane::start(&dataplane_args(&self.brokers, plane, self.partitions))?;
         dp.wait_ready(Duration::from_secs(60))?;
@@ -227,9 +229,13 @@ impl Bench {
         dp.wait_committed(&ends, Duration::from_secs(900))?;
         let committed = start.elapsed();
         self.phase(plane.framing);
+        let (_, page) = dp.get("/metrics")?;
+        let updates = counter(&page, "gameshard_updates_total")
+            .context("the data plane's metrics have no gameshard_updates_total")?;
         self.keep_rss(&dp)?;
         stop(&mut dp)?;
-        Ok((processed, committed))
+        check_output(&self.brokers, self.partitions, plane.output, "the data plane")?;
+        Ok(Maximum { processed, committed, updates })
     }
 
     fn keep_rss(&mut self, dp: &Dataplane) -> anyhow::Result<()> {
@@ -262,7 +268,7 @@ impl Bench {
         self.phase("kstreams");
         self.kstreams_rss_mb = peer.pid().and_then(procfs::max_rss_mb);
         peer.terminate(Duration::from_secs(60))?;
-        check_peer(&b, n)?;
+        check_output(&b, n, KSTREAMS_OUTPUT, "the Kafka Streams peer")?;
         Ok((elapsed, expected_updates))
     }
 
@@ -285,6 +291,30 @@ impl Bench {
         stop(&mut dp)?;
         Ok(Latency { offered, arrivals, in_process: InProcess::read(&page) })
     }
+}
+
+/// What a run of the data plane through the backlog measured.
+struct Maximum {
+    /// The time until it had applied every record.
+    processed: Duration,
+    /// The time until every input offset was committed: every update of every record
+    /// acknowledged by the broker.
+    committed: Duration,
+    /// The updates it published: fewer than the peer's, since an entity's changes within
+    /// one batch coalesce into one update (section 4 of the specification).
+    updates: u64,
+}
+
+/// The value of counter `name` on a metrics page, summed over its series.
+fn counter(page: &str, name: &str) -> Option<u64> {
+    let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_owned()))).ok()?;
+    let mut total = None;
+    for sample in scrape.samples.iter().filter(|s| s.metric == name) {
+        if let prometheus_parse::Value::Counter(v) = sample.value {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total.map(|t: f64| t as u64)
 }
 
 /// What the latency run measured.
@@ -394,22 +424,23 @@ fn wait_records(
     }
 }
 
-/// Checks the Kafka Streams peer's output against the reference model applied to the
-/// input topic, so that its rate is known to be for the same work.
-fn check_peer(brokers: &str, partitions: i32) -> anyhow::Result<()> {
+/// Checks the output `who` published to `topic` (in either framing) against the
+/// reference model applied to the input topic, so that its rate is known to be for the
+/// same work.
+fn check_output(brokers: &str, partitions: i32, topic: &str, who: &str) -> anyhow::Result<()> {
     let input = kafka::read_all(brokers, INPUT, partitions)?;
     let want = verify::expected(&input);
-    let got = verify::fold(&kafka::read_all(brokers, KSTREAMS_OUTPUT, partitions)?)?;
+    let got = verify::fold(&kafka::read_all(brokers, topic, partitions)?)?;
     for (key, value) in &want {
         ensure!(
             got.get(key) == Some(value),
-            "the Kafka Streams peer published {:?} for {key:?}, the model {value}",
+            "{who} published {:?} for {key:?}, the model {value}",
             got.get(key)
         );
     }
     ensure!(
         got.len() == want.len(),
-        "the Kafka Streams peer published {} entities, the model has {}",
+        "{who} published {} entities, the model has {}",
         got.len(),
         want.len()
     );

@@ -83,6 +83,14 @@ fn the_broker_benchmarks_run_on_apache_kafka_and_report_their_figures() {
     for field in ["events_per_sec", "passthrough_events_per_sec", "p99_ms", "broker_hop_p50_ms"] {
         assert!(e2e[field].as_f64().is_some_and(|v| v > 0.0), "{field} in {e2e}");
     }
+    // Both framings' output was checked against the model, and each published updates:
+    // at least one, and no more than two per event.
+    assert_eq!(e2e["matches_model"], true, "{e2e}");
+    let events = e2e["events"].as_u64().unwrap_or_else(|| panic!("events in {e2e}"));
+    for field in ["updates", "entity_updates"] {
+        let updates = e2e[field].as_u64().unwrap_or_else(|| panic!("{field} in {e2e}"));
+        assert!(updates > 0 && updates <= 2 * events, "{field} in {e2e}");
+    }
     // The data plane's own share of the latency run, from its metrics, is part of it.
     let part = |field: &str| e2e[field].as_f64().unwrap_or_else(|| panic!("{field} in {e2e}"));
     assert!(part("dataplane_pipeline_p50_ms") > 0.0, "{e2e}");
