@@ -551,6 +551,11 @@ async fn a_spike_grows_the_shard_and_a_calm_shrinks_it_moving_one_partition_at_a
         .filter(|s| s.at >= after)
         .find(|s| s.status.as_ref().and_then(|s| s.observed_p99_ms).is_some_and(|p| p < TARGET_MS))
         .map(|s| s.at - after);
+    // The shrink followed the latency back under the target, not a lost reading.
+    assert!(
+        recovered.is_some(),
+        "calm again, the shard shrank without a p99 under the target in its status: {tail:?}"
+    );
     eprintln!(
         "autoscale: ready in {started:?}; calm p99 {calm_p99} ms; spike at {SPIKE_RATE} events/s: \
          scale-up to {grown} decided after {decided:?}, partitions spread after {spread:?}, \
