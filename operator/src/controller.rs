@@ -360,12 +360,14 @@ async fn steer<K: Kafka, S>(
     // assignment from a later one: the target waits.
     let mut pending = !seen.caught_up;
     if seen.caught_up {
-        let pods = if seen.log.assignment.is_none() {
-            // The first assignment goes to every pod there will be: none is ready before.
-            names.to_vec()
+        // Before the first assignment every pod there will be takes partitions, ready or
+        // not, so the pods' readiness is only read after it.
+        let ready = if seen.log.assignment.is_some() {
+            ready_pods(ctx, &ns, shard).await?
         } else {
-            handoff::serving(&seen.log, names, &ready_pods(ctx, &ns, shard).await?)
+            BTreeSet::new()
         };
+        let pods = handoff::serving(&seen.log, names, &ready);
         let target = Target {
             shard: name.clone(),
             partitions: partitions as u32,
