@@ -112,11 +112,10 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         cores: serde_json::Map::new(),
         max_rss_mb: 0.0,
         kstreams_rss_mb: None,
+        model: verify::View::new(),
     };
     let load = Load { brokers: b, topic: INPUT.into(), rate: None, events: o.events, warmup: true };
-    bench.cpu.start(None);
-    let preloaded = loadgen::produce(&mut workload, &load, 1, &AtomicBool::new(false))?;
-    bench.phase("preload");
+    let preloaded = bench.preload(&mut workload, &load)?;
     let passes = preloaded.events.div_ceil(workload.pass_events().max(1)) + 1;
     let rate = |elapsed: Duration| preloaded.events as f64 / elapsed.as_secs_f64();
 
@@ -199,6 +198,9 @@ struct Bench {
     max_rss_mb: f64,
     /// The Kafka Streams peer's peak RSS.
     kstreams_rss_mb: Option<f64>,
+    /// The reference model applied to the preloaded input, which every output of the
+    /// throughput phases is checked against.
+    model: verify::View,
 }
 
 impl Bench {
@@ -206,6 +208,19 @@ impl Bench {
     fn phase(&mut self, name: &str) {
         let used = self.cpu.phase();
         self.cores.insert(name.to_owned(), used);
+    }
+
+    /// Produces the backlog under `load`, then the reference model of it.
+    fn preload(
+        &mut self,
+        workload: &mut Workload,
+        load: &Load,
+    ) -> anyhow::Result<loadgen::Produced> {
+        self.cpu.start(None);
+        let preloaded = loadgen::produce(workload, load, 1, &AtomicBool::new(false))?;
+        self.phase("preload");
+        self.model = verify::expected(&kafka::read_all(&self.brokers, INPUT, self.partitions)?);
+        Ok(preloaded)
     }
 
     /// The passthrough: the broker's and the client's limit for the backlog.
@@ -229,18 +244,39 @@ impl Bench {
         dp.wait_committed(&ends, Duration::from_secs(900))?;
         let committed = start.elapsed();
         self.phase(plane.framing);
-        let (_, page) = dp.get("/metrics")?;
-        let updates = counter(&page, "gameshard_updates_total")
-            .context("the data plane's metrics have no gameshard_updates_total")?;
+        let updates = dp.metric("gameshard_updates_total")?;
+        ensure!(updates > 0.0, "the data plane applied the backlog and counted no updates");
         self.keep_rss(&dp)?;
         stop(&mut dp)?;
-        check_output(&self.brokers, self.partitions, plane.output, "the data plane")?;
-        Ok(Maximum { processed, committed, updates })
+        self.check_output(plane.output, "the data plane")?;
+        Ok(Maximum { processed, committed, updates: updates as u64 })
     }
 
     fn keep_rss(&mut self, dp: &Dataplane) -> anyhow::Result<()> {
         let rss = dp.max_rss_mb().context("reading the data plane's peak RSS")?;
         self.max_rss_mb = self.max_rss_mb.max(rss);
+        Ok(())
+    }
+
+    /// Checks the output `who` published to `topic` (in either framing) against the
+    /// reference model of the preloaded input, so that its rate is known to be for the
+    /// same work.
+    fn check_output(&self, topic: &str, who: &str) -> anyhow::Result<()> {
+        let want = &self.model;
+        let got = verify::fold(&kafka::read_all(&self.brokers, topic, self.partitions)?)?;
+        for (key, value) in want {
+            ensure!(
+                got.get(key) == Some(value),
+                "{who} published {:?} for {key:?}, the model {value}",
+                got.get(key)
+            );
+        }
+        ensure!(
+            got.len() == want.len(),
+            "{who} published {} entities, the model has {}",
+            got.len(),
+            want.len()
+        );
         Ok(())
     }
 
@@ -268,7 +304,7 @@ impl Bench {
         self.phase("kstreams");
         self.kstreams_rss_mb = peer.pid().and_then(procfs::max_rss_mb);
         peer.terminate(Duration::from_secs(60))?;
-        check_output(&b, n, KSTREAMS_OUTPUT, "the Kafka Streams peer")?;
+        self.check_output(KSTREAMS_OUTPUT, "the Kafka Streams peer")?;
         Ok((elapsed, expected_updates))
     }
 
@@ -303,18 +339,6 @@ struct Maximum {
     /// The updates it published: fewer than the peer's, since an entity's changes within
     /// one batch coalesce into one update (section 4 of the specification).
     updates: u64,
-}
-
-/// The value of counter `name` on a metrics page, summed over its series.
-fn counter(page: &str, name: &str) -> Option<u64> {
-    let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_owned()))).ok()?;
-    let mut total = None;
-    for sample in scrape.samples.iter().filter(|s| s.metric == name) {
-        if let prometheus_parse::Value::Counter(v) = sample.value {
-            *total.get_or_insert(0.0) += v;
-        }
-    }
-    total.map(|t: f64| t as u64)
 }
 
 /// What the latency run measured.
@@ -422,29 +446,6 @@ fn wait_records(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Checks the output `who` published to `topic` (in either framing) against the
-/// reference model applied to the input topic, so that its rate is known to be for the
-/// same work.
-fn check_output(brokers: &str, partitions: i32, topic: &str, who: &str) -> anyhow::Result<()> {
-    let input = kafka::read_all(brokers, INPUT, partitions)?;
-    let want = verify::expected(&input);
-    let got = verify::fold(&kafka::read_all(brokers, topic, partitions)?)?;
-    for (key, value) in &want {
-        ensure!(
-            got.get(key) == Some(value),
-            "{who} published {:?} for {key:?}, the model {value}",
-            got.get(key)
-        );
-    }
-    ensure!(
-        got.len() == want.len(),
-        "{who} published {} entities, the model has {}",
-        got.len(),
-        want.len()
-    );
-    Ok(())
 }
 
 /// Offers `load` to the running data plane and records each update's latency at a

@@ -94,15 +94,6 @@ fn handoffs(zone: &Zone) -> (Vec<Release>, Vec<Acquired>) {
     (releases, acquired)
 }
 
-/// A sample of a metric family on a data plane's page, summed over its series.
-fn metric(dp: &Dataplane, name: &str) -> f64 {
-    let (_, page) = dp.get("/metrics").expect("metrics");
-    page.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn start_two(zone: &Zone, extra: &[&str]) -> (Dataplane, Dataplane) {
     kafka::create_topics(&zone.bootstrap(), &[(&zone.topic(CONTROL), 1)]).expect("control topic");
     zone.produce(&verify::stream(41, 200, 4, 80, 16)).expect("produce");
@@ -154,7 +145,7 @@ fn a_partition_moves_between_running_pods_without_a_restart() {
     a.wait_committed(&ends[..1], Duration::from_secs(60)).expect("a caught up");
     b.wait_committed(&ends[1..], Duration::from_secs(60)).expect("b caught up");
     assert_eq!(
-        metric(&b, "gameshard_handoff_duration_seconds_count"),
+        b.metric("gameshard_handoff_duration_seconds_count").expect("metrics"),
         1.0,
         "b measured the handoff from the release to its first record"
     );
