@@ -134,13 +134,10 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         warmup: false,
         ..load
     };
-    let Latency { offered, arrivals, in_process } = bench.latency(&mut workload, &load, passes)?;
-    let histogram = arrivals.all()?;
+    let latency = bench.latency(&mut workload, &load, passes)?;
     let hop = broker_hop(&bench.brokers)?;
 
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
-    Ok(json!({
+    let mut report = json!({
         "bench": "e2e",
         "broker": format!("Apache Kafka {} (KRaft, one node on loopback)", broker::kafka_version()),
         "kafka_version": broker::kafka_version(),
@@ -161,29 +158,27 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         "kstreams_matches_model": true,
         "speedup_vs_kstreams": round(rate(entity.committed) / rate(kstreams), 2),
         "latency_rate": offered_rate.round(),
-        "latency_offered_events": offered.events,
-        "latency_updates": histogram.len(),
-        "p50_ms": ms(&histogram, 0.5),
-        "p99_ms": ms(&histogram, 0.99),
-        "p999_ms": ms(&histogram, 0.999),
-        "p99_ms_by_second": arrivals
-            .seconds
-            .iter()
-            .map(|h| (!h.is_empty()).then(|| round(ms(h, 0.99), 1)))
-            .collect::<Vec<_>>(),
-        "dataplane_event_p50_ms": InProcess::ms(in_process.event.as_ref(), 0.5),
-        "dataplane_event_p99_ms": InProcess::ms(in_process.event.as_ref(), 0.99),
-        "dataplane_pipeline_p50_ms": InProcess::ms(in_process.pipeline.as_ref(), 0.5),
-        "dataplane_pipeline_p99_ms": InProcess::ms(in_process.pipeline.as_ref(), 0.99),
-        "broker_hop_p50_ms": ms(&hop, 0.5),
-        "broker_hop_p99_ms": ms(&hop, 0.99),
         "max_rss_mb": round(bench.max_rss_mb, 1),
         "kstreams_max_rss_mb": bench.kstreams_rss_mb.map(|m| round(m, 1)),
         "cpu_cores_used": bench.cores,
         "players": o.players,
         "partitions": o.partitions,
         "events_per_record": o.events_per_record,
-    }))
+    });
+    if let Some(fields) = report.as_object_mut() {
+        fields.extend(latency.report(&hop)?);
+    }
+    Ok(report)
+}
+
+/// The `q` quantile of `h`, recorded in microseconds, in milliseconds.
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// `x` rounded to `places` decimal places.
+fn round(x: f64, places: i32) -> f64 {
+    (x * 10f64.powi(places)).round() / 10f64.powi(places)
 }
 
 /// The benchmark's broker, its input topic's partitions, and what the phases measured
@@ -348,6 +343,37 @@ struct Latency {
     arrivals: Arrivals,
     /// The data plane's own latency histograms over the run.
     in_process: InProcess,
+}
+
+impl Latency {
+    /// The latency run's figures for the report, with the bare broker hop `hop`'s.
+    fn report(&self, hop: &Histogram<u64>) -> anyhow::Result<serde_json::Map<String, Value>> {
+        let (arrivals, acked, in_process) = (&self.arrivals, self.offered.acked, &self.in_process);
+        let histogram = arrivals.all()?;
+        let by_second: Vec<_> = arrivals
+            .seconds
+            .iter()
+            .map(|h| (!h.is_empty()).then(|| round(ms(h, 0.99), 1)))
+            .collect();
+        let fields = [
+            ("latency_offered_events", json!(self.offered.events)),
+            ("latency_updates", json!(histogram.len())),
+            ("p50_ms", json!(ms(&histogram, 0.5))),
+            ("p99_ms", json!(ms(&histogram, 0.99))),
+            ("p999_ms", json!(ms(&histogram, 0.999))),
+            ("p99_ms_by_second", json!(by_second)),
+            ("input_acked_p50_ms", json!(acked.map(|a| a.p50_ms))),
+            ("input_acked_p99_ms", json!(acked.map(|a| a.p99_ms))),
+            ("input_acked_p999_ms", json!(acked.map(|a| a.p999_ms))),
+            ("dataplane_event_p50_ms", json!(InProcess::ms(in_process.event.as_ref(), 0.5))),
+            ("dataplane_event_p99_ms", json!(InProcess::ms(in_process.event.as_ref(), 0.99))),
+            ("dataplane_pipeline_p50_ms", json!(InProcess::ms(in_process.pipeline.as_ref(), 0.5))),
+            ("dataplane_pipeline_p99_ms", json!(InProcess::ms(in_process.pipeline.as_ref(), 0.99))),
+            ("broker_hop_p50_ms", json!(ms(hop, 0.5))),
+            ("broker_hop_p99_ms", json!(ms(hop, 0.99))),
+        ];
+        Ok(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
 }
 
 /// The data plane's own view of the latency run, from its `/metrics`: where an update's
@@ -586,11 +612,7 @@ fn broker_hop(brokers: &str) -> anyhow::Result<Histogram<u64>> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset("hop", 0, Offset::End)?;
     consumer.assign(&tpl)?;
-    let producer: BaseProducer = kafka::config(brokers)
-        .set("linger.ms", "1")
-        .set("acks", "all")
-        .set("socket.nagle.disable", "true")
-        .create()?;
+    let producer: BaseProducer = loadgen::producer_config(brokers).create()?;
     // Let the consumer settle at the end of the empty topic first.
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_millis(500) {
@@ -690,10 +712,9 @@ fn latencies(
 /// The values of every `"src_ts":` field in `bytes`.
 pub(crate) fn src_timestamps(bytes: &[u8]) -> impl Iterator<Item = i64> + '_ {
     const FIELD: &[u8] = b"\"src_ts\":";
-    let mut rest = bytes;
+    let mut fields = memchr::memmem::find_iter(bytes, FIELD);
     std::iter::from_fn(move || {
-        let at = rest.windows(FIELD.len()).position(|w| w == FIELD)?;
-        rest = &rest[at + FIELD.len()..];
+        let rest = &bytes[fields.next()? + FIELD.len()..];
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
         std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
     })

@@ -97,6 +97,11 @@ fn the_broker_benchmarks_run_on_apache_kafka_and_report_their_figures() {
     assert!(part("dataplane_pipeline_p99_ms") >= part("dataplane_pipeline_p50_ms"), "{e2e}");
     assert!(part("dataplane_event_p99_ms") >= part("dataplane_pipeline_p50_ms"), "{e2e}");
     assert!(e2e["latency_updates"].as_u64().is_some_and(|u| u > 0), "latencies were recorded");
+    // So is the load generator's: its records' time from their due time to the broker's
+    // acknowledgement.
+    assert!(part("input_acked_p50_ms") > 0.0, "{e2e}");
+    assert!(part("input_acked_p99_ms") >= part("input_acked_p50_ms"), "{e2e}");
+    assert!(part("input_acked_p999_ms") >= part("input_acked_p99_ms"), "{e2e}");
     // No more than 1% of any second's updates are over that second's p99, so neither
     // are 1% of the run's: the run's p99 is at most the worst second's (each rounded
     // to 0.1 ms).

@@ -87,6 +87,19 @@ pub struct Deliveries {
     last_error: std::sync::Mutex<Option<String>>,
 }
 
+impl Deliveries {
+    /// Fails if a delivery failed since the last check.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let failed = self.failed.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if failed > 0 {
+            let last =
+                self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            bail!("{failed} records were not delivered; last error: {}", last.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
 impl rdkafka::ClientContext for Deliveries {}
 
 impl rdkafka::producer::ProducerContext for Deliveries {
@@ -156,14 +169,7 @@ impl Writer {
             }
             self.producer.poll(Duration::from_millis(1));
         }
-        let ctx = self.producer.context();
-        let failed = ctx.failed.swap(0, std::sync::atomic::Ordering::Relaxed);
-        if failed > 0 {
-            let last =
-                ctx.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-            bail!("{failed} records were not delivered; last error: {}", last.unwrap_or_default());
-        }
-        Ok(())
+        self.producer.context().check()
     }
 }
 
