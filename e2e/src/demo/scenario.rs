@@ -57,6 +57,11 @@ pub fn produce(
     progress: &Arc<Progress>,
     stop: &AtomicBool,
 ) -> anyhow::Result<u64> {
+    // librdkafka's default of a million requests in flight, as a game server's producer
+    // left at its defaults has, unlike the benchmarks' load generator
+    // (`loadgen::producer_config`): under the raid its requests queue at the broker. In
+    // one run with five in flight the raid stayed under the target on one process and
+    // nothing scaled (README, "The demo").
     let producer: BaseProducer<Deliveries> = kafka::config(brokers)
         .set("linger.ms", "1")
         .set("acks", "all")
